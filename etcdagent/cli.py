@@ -1,0 +1,207 @@
+"""Command line: `etcdagent status` (and the maintenance commands of later issues).
+
+Flags override the environment, which overrides the config file (see settings.py). Exit codes are
+an interface: 0 healthy / done, 1 degraded, unavailable or failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from etcdagent import __version__
+from etcdagent.client import ClusterClient
+from etcdagent.errors import ConfigError, EtcdAgentError
+from etcdagent.health import Verdict, assess
+from etcdagent.logs import configure_logging, redact, register_secrets
+from etcdagent.observe import take_snapshot
+from etcdagent.settings import LogFormat, LogLevel, Settings, load_settings
+from etcdagent.status_view import render_table, status_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parse_metrics_urls(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str] | None:
+    if not values:
+        return None
+    urls: dict[str, str] = {}
+    for value in values:
+        key, sep, url = value.partition("=")
+        if not sep or not key or not url:
+            raise click.BadParameter(
+                f"{value!r}: expected MEMBER=URL, e.g. m1=http://10.0.0.1:2381"
+            )
+        urls[key] = url
+    return urls
+
+
+def connection_options(fn: F) -> F:
+    """The flags every command that talks to etcd shares."""
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            envvar="ETCDAGENT_CONFIG",
+            help="Config file (YAML, TOML or JSON). Env: ETCDAGENT_CONFIG.",
+        ),
+        click.option(
+            "--endpoints",
+            help="Comma-separated client URLs, e.g. "
+            "https://10.0.0.1:2379. One reachable endpoint is enough.",
+        ),
+        click.option(
+            "--discover/--no-discover",
+            default=None,
+            help="Find the other members through the member list (default: on).",
+        ),
+        click.option("--request-timeout", help="Timeout of one request, e.g. 5s."),
+        click.option("--retry-deadline", help="How long transient failures are retried, e.g. 3s."),
+        click.option("--cacert", "ca_file", help="CA bundle that verifies the members."),
+        click.option("--cert", "cert_file", help="Client certificate (PEM)."),
+        click.option("--key", "key_file", help="Client certificate key (PEM)."),
+        click.option("--server-name", help="Verify server certificates against this name."),
+        click.option("--user", "username", help="etcd user name."),
+        click.option(
+            "--password-file",
+            help="File holding the etcd user's password. Or set ETCDAGENT_AUTH__PASSWORD.",
+        ),
+        click.option(
+            "--metrics-url",
+            "metrics_urls",
+            multiple=True,
+            callback=_parse_metrics_urls,
+            metavar="MEMBER=URL",
+            help="Separate metrics URL of a member (name or client URL); repeatable.",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice([lv.value for lv in LogLevel]),
+            help="Log level (default info).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice([f.value for f in LogFormat]),
+            help="Log format: auto (console on a terminal, else JSON), json, console.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+_FLAG_TO_SETTING = {
+    "endpoints": ("connection", "endpoints"),
+    "discover": ("connection", "discover"),
+    "request_timeout": ("connection", "request_timeout"),
+    "retry_deadline": ("connection", "retry_deadline"),
+    "metrics_urls": ("connection", "metrics_urls"),
+    "ca_file": ("tls", "ca_file"),
+    "cert_file": ("tls", "cert_file"),
+    "key_file": ("tls", "key_file"),
+    "server_name": ("tls", "server_name"),
+    "username": ("auth", "username"),
+    "password_file": ("auth", "password_file"),
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
+}
+
+
+def settings_from_flags(options: dict[str, Any]) -> Settings:
+    """Pops the connection flags out of ``options`` and builds validated settings."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for flag, (group, field) in _FLAG_TO_SETTING.items():
+        value = options.pop(flag, None)
+        if value is not None:
+            overrides.setdefault(group, {})[field] = value
+    config_file = options.pop("config_file", None)
+    settings = load_settings(overrides, config_file)
+    register_secrets(settings.secrets())
+    try:
+        register_secrets([settings.auth.resolved_password() or ""])
+    except OSError as exc:
+        raise ConfigError(f"auth.password_file: cannot read: {exc.strerror or exc}") from None
+    configure_logging(settings.log)
+    return settings
+
+
+def handle_errors(fn: F) -> F:
+    """One line on stderr and the error's exit code instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EtcdAgentError as exc:
+            click.echo(f"etcdagent: error: {redact(str(exc))}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("etcdagent: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: still one line, with the traceback at debug level
+            structlog.get_logger().debug("traceback", traceback=traceback.format_exc())
+            click.echo(
+                f"etcdagent: internal error: {type(exc).__name__}: {redact(str(exc))} "
+                "(please report it; --log-level debug shows the traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="etcdagent")
+def cli() -> None:
+    """etcd maintenance and health agent.
+
+    Watches every member (size against the quota, fragmentation, disk latency, leader changes,
+    alarms), compacts with a retention, and defragments one member at a time.
+    """
+
+
+@cli.command()
+@connection_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people, json for scripts (sizes in bytes).",
+)
+@handle_errors
+def status(output: str, **options: Any) -> None:
+    """Show every member and the cluster verdict.
+
+    Exit code 0 when healthy, 1 when degraded or unavailable, 2 on bad usage or configuration.
+    """
+    settings = settings_from_flags(options)
+    log = structlog.get_logger()
+    with ClusterClient(settings) as cluster:
+        snapshot = take_snapshot(cluster)
+    health = assess(snapshot)
+    log.debug("status observed", verdict=health.verdict.value, reasons=list(health.reasons))
+    if output == "json":
+        click.echo(redact(json.dumps(status_json(snapshot, health), indent=2)))
+    else:
+        click.echo(redact(render_table(snapshot, health)))
+    sys.exit(EXIT_OK if health.verdict is Verdict.HEALTHY else EXIT_FAILED)
+
+
+def main() -> None:
+    cli(prog_name="etcdagent")

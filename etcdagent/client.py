@@ -1,0 +1,495 @@
+"""The only code that speaks to etcd.
+
+One ``MemberClient`` per member endpoint, each an etcd3gw client bound to that member, because
+maintenance calls (status, defragment, move-leader) answer for, or act on, the member they are sent
+to. ``ClusterClient`` finds every member from one reachable endpoint and gathers their statuses and
+metrics concurrently.
+
+Failures leave this module as ``EtcdError`` subclasses whose message names the member, what failed
+and what to check. Transient ones (refused, reset, timeout, 503) are retried under a deadline;
+defragment and move-leader are never retried: a client-side timeout does not cancel them on the
+server, so the caller must re-check instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from etcd3gw.client import Etcd3Client
+from etcd3gw.exceptions import (
+    ConnectionFailedError,
+    ConnectionTimeoutError,
+    Etcd3Exception,
+)
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from etcdagent.errors import (
+    EtcdAuthError,
+    EtcdCompactedError,
+    EtcdError,
+    EtcdFutureRevisionError,
+    EtcdNoSpaceError,
+    EtcdProtocolError,
+    EtcdTLSError,
+    EtcdUnreachableError,
+)
+from etcdagent.etcd_metrics import parse_member_metrics
+from etcdagent.models import Alarm, AlarmList, AlarmType, MemberList, MemberMetrics, MemberStatus
+from etcdagent.settings import Settings
+from etcdagent.transport import make_session
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], None]
+
+_STATUS_BY_REASON = {s.phrase.lower(): s.value for s in HTTPStatus}
+_API_PATH = "/v3/"  # etcd >= 3.4; skipping /version discovery saves a round trip per member
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
+    """Turn requests/urllib3 connection failure text into an operator's sentence."""
+    low = detail.lower()
+    host = urlsplit(endpoint).hostname or endpoint
+    prefix = f"{endpoint}: {operation} failed"
+    if (
+        "nameresolution" in low
+        or "name or service not known" in low
+        or ("failed to resolve" in low or "temporary failure in name resolution" in low)
+        or "nodename nor servname" in low
+    ):
+        return EtcdUnreachableError(
+            f"{prefix}: cannot resolve host name {host!r} (check the endpoint and DNS)",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:
+            return EtcdTLSError(
+                f"{prefix}: TLS: the server certificate is not valid for {host!r} "
+                "(check the endpoint, or set tls.server_name to a name the certificate carries)",
+                endpoint=endpoint,
+                operation=operation,
+            )
+        if "expired" in low:
+            return EtcdTLSError(
+                f"{prefix}: TLS: the server certificate has expired",
+                endpoint=endpoint,
+                operation=operation,
+            )
+        return EtcdTLSError(
+            f"{prefix}: TLS: the server certificate is not signed by a trusted CA "
+            "(check tls.ca_file)",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if (
+        "wrong_version_number" in low
+        or "wrong version number" in low
+        or ("record layer failure" in low)
+    ):
+        return EtcdTLSError(
+            f"{prefix}: TLS: the endpoint does not speak TLS (use http:// for it?)",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if (
+        "certificate required" in low
+        or "bad certificate" in low
+        or ("certificate expired" in low or "unknown ca" in low or "certificate unknown" in low)
+    ):
+        return EtcdTLSError(
+            f"{prefix}: TLS: the server rejected the client certificate (expired, not signed "
+            "by the CA the server trusts, or missing: check tls.cert_file and tls.key_file)",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if "sslerror" in low or "ssl:" in low or "[ssl" in low:
+        return EtcdTLSError(
+            f"{prefix}: TLS handshake failed: {_one_line(detail, 160)}",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if "timed out" in low or "timeout" in low:
+        return EtcdUnreachableError(
+            f"{prefix}: timed out (member overloaded, stopped, or a firewall drops packets)",
+            endpoint=endpoint,
+            operation=operation,
+            transient=True,
+        )
+    if "refused" in low:
+        return EtcdUnreachableError(
+            f"{prefix}: connection refused (is etcd running and listening on this address?)",
+            endpoint=endpoint,
+            operation=operation,
+            transient=True,
+        )
+    if "reset" in low or "aborted" in low or "remotedisconnected" in low or "broken pipe" in low:
+        return EtcdUnreachableError(
+            f"{prefix}: connection reset by the member",
+            endpoint=endpoint,
+            operation=operation,
+            transient=True,
+        )
+    return EtcdUnreachableError(
+        f"{prefix}: cannot connect: {_one_line(detail, 160)}",
+        endpoint=endpoint,
+        operation=operation,
+        transient=True,
+    )
+
+
+def _http_error(
+    endpoint: str, operation: str, status: int | None, body_text: str | None
+) -> EtcdError:
+    """Map an HTTP error answer of the gateway; 3.4/3.5 send {error, code, message}, 3.6 drops
+    ``error``."""
+    code: int | None = None
+    message = ""
+    if body_text:
+        try:
+            body = json.loads(body_text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            raw_code = body.get("code")
+            code = (
+                raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+            )
+            raw_msg = body.get("message") or body.get("error") or ""
+            message = raw_msg if isinstance(raw_msg, str) else str(raw_msg)
+        else:
+            message = body_text
+    message = _one_line(message) if message else f"HTTP {status}"
+    low = message.lower()
+    prefix = f"{endpoint}: {operation} failed"
+    common: dict[str, Any] = {
+        "endpoint": endpoint,
+        "operation": operation,
+        "status": status,
+        "code": code,
+    }
+    if "required revision has been compacted" in low:
+        return EtcdCompactedError(f"{prefix}: {message}", **common)
+    if "required revision is a future revision" in low:
+        return EtcdFutureRevisionError(f"{prefix}: {message}", **common)
+    if "database space exceeded" in low or (status == 429 and code == 8):
+        return EtcdNoSpaceError(
+            f"{prefix}: {message} (NOSPACE: the database reached its quota; "
+            "run `etcdagent recover`)",
+            **common,
+        )
+    if "authentication failed" in low or "invalid user id or password" in low:
+        return EtcdAuthError(
+            f"{prefix}: authentication failed: wrong user name or password "
+            "(check auth.username and auth.password)",
+            **common,
+        )
+    if "invalid auth token" in low or status == 401 or code == 16:
+        return EtcdAuthError(f"{prefix}: auth token rejected: {message}", **common)
+    if "user name is empty" in low or "user name not found" in low:
+        return EtcdAuthError(
+            f"{prefix}: the cluster has authentication enabled; set auth.username and a password",
+            **common,
+        )
+    if "permission denied" in low or status == 403 or code == 7:
+        return EtcdAuthError(
+            f"{prefix}: permission denied (this call needs the root role: check the user's roles)",
+            **common,
+        )
+    if "http request to an https server" in low:
+        return EtcdTLSError(
+            f"{prefix}: the member serves https; use an https:// endpoint", **common
+        )
+    transient = status in (502, 503, 504) or code in (4, 14)
+    hint = " (no leader or leader election in progress?)" if "leader" in low else ""
+    return EtcdError(f"{prefix}: {message}{hint}", transient=transient, **common)
+
+
+def _translate(exc: Etcd3Exception, endpoint: str, operation: str) -> EtcdError:
+    reason = str(exc.args[0]) if exc.args else None
+    detail = exc.detail_text or ""
+    if isinstance(exc, ConnectionFailedError | ConnectionTimeoutError) and reason is None:
+        return _connection_error(endpoint, operation, detail)
+    status = _STATUS_BY_REASON.get(reason.lower()) if reason else None
+    if status is None:
+        status = {ConnectionFailedError: 503, ConnectionTimeoutError: 504}.get(type(exc))
+    return _http_error(endpoint, operation, status, detail)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, EtcdError) and exc.transient
+
+
+class MemberClient:
+    """Talks to one member through its gRPC-JSON gateway."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        settings: Settings,
+        *,
+        metrics_url: str | None = None,
+        clock: Clock = utcnow,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if not parts.hostname or parts.port is None:
+            raise EtcdProtocolError(f"{endpoint}: not a host:port endpoint", endpoint=endpoint)
+        self.endpoint = endpoint
+        self.metrics_url = (metrics_url or endpoint).rstrip("/") + "/metrics"
+        self._settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._session = make_session(settings.tls)
+        self._timeout = settings.connection.request_timeout
+        self._gateway = Etcd3Client(
+            host=parts.hostname,
+            port=parts.port,
+            protocol=parts.scheme,
+            timeout=self._timeout,
+            api_path=_API_PATH,
+            session=self._session,
+        )
+        self._username = settings.auth.username
+        self._password = settings.auth.resolved_password()
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            stop=stop_after_delay(self._settings.connection.retry_deadline),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            retry=retry_if_exception(_is_transient),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    def _raw_post(
+        self, operation: str, path: str, body: dict[str, Any], timeout: float | None
+    ) -> Any:
+        gateway = self._gateway
+        if timeout is not None and timeout != self._timeout:
+            gateway = Etcd3Client(
+                host=gateway.host,
+                port=gateway.port,
+                protocol=gateway.protocol,
+                timeout=timeout,
+                api_path=_API_PATH,
+                session=self._session,
+            )
+        try:
+            answer = gateway.post(gateway.get_url(path), json=body)
+        except Etcd3Exception as exc:
+            raise _translate(exc, self.endpoint, operation) from None
+        except requests.RequestException as exc:  # anything etcd3gw did not wrap
+            raise _connection_error(self.endpoint, operation, str(exc)) from None
+        except ValueError as exc:  # the body was not JSON
+            raise EtcdProtocolError(
+                f"{self.endpoint}: {operation} failed: the answer is not JSON ({exc})",
+                endpoint=self.endpoint,
+                operation=operation,
+            ) from None
+        if not isinstance(answer, dict):
+            raise EtcdProtocolError(
+                f"{self.endpoint}: {operation} failed: expected a JSON object",
+                endpoint=self.endpoint,
+                operation=operation,
+            )
+        return answer
+
+    def _authenticate(self) -> None:
+        assert self._username is not None
+        self._session.headers.pop("Authorization", None)
+        answer = self._raw_post(
+            "authenticate",
+            "/auth/authenticate",
+            {"name": self._username, "password": self._password or ""},
+            None,
+        )
+        token = answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise EtcdAuthError(
+                f"{self.endpoint}: authenticate failed: no token in the answer "
+                "(is authentication enabled on the cluster?)",
+                endpoint=self.endpoint,
+                operation="authenticate",
+            )
+        self._token = token
+        self._session.headers["Authorization"] = token
+
+    def _post_once(
+        self, operation: str, path: str, body: dict[str, Any], timeout: float | None
+    ) -> Any:
+        with self._lock:
+            if self._username and self._token is None:
+                self._authenticate()
+            try:
+                return self._raw_post(operation, path, body, timeout)
+            except EtcdAuthError as exc:
+                # An expired token (default TTL 300 s) is renewed once, then the call repeated.
+                if not (self._username and self._token and exc.status == 401):
+                    raise
+                self._token = None
+                self._authenticate()
+                return self._raw_post(operation, path, body, timeout)
+
+    def call(
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """POST to the gateway; retried under the deadline only when ``retry`` and transient."""
+        if retry:
+            return self._retrying(lambda: self._post_once(operation, path, body, timeout))
+        return self._post_once(operation, path, body, timeout)
+
+    # -- maintenance API --------------------------------------------------------------------
+
+    def status(self, *, retry: bool = True) -> MemberStatus:
+        answer = self.call("status", "/maintenance/status", {}, retry=retry)
+        return MemberStatus.from_gateway(answer, endpoint=self.endpoint)
+
+    def member_list(self, *, retry: bool = True) -> MemberList:
+        answer = self.call("member list", "/cluster/member/list", {}, retry=retry)
+        return MemberList.from_gateway(answer, endpoint=self.endpoint)
+
+    def alarms(self) -> tuple[Alarm, ...]:
+        answer = self.call("alarm list", "/maintenance/alarm", {"action": "GET"})
+        listed = AlarmList.from_gateway(answer, endpoint=self.endpoint).alarms
+        return tuple(a for a in listed if a.alarm is not AlarmType.NONE)
+
+    def disarm(self, alarm: Alarm) -> None:
+        self.call(
+            "alarm disarm",
+            "/maintenance/alarm",
+            {"action": "DEACTIVATE", "memberID": str(alarm.member_id), "alarm": alarm.alarm.value},
+        )
+
+    def compact(self, revision: int, *, physical: bool = True) -> bool:
+        """Compact the keyspace (cluster-wide, through raft).
+
+        Returns False when the revision was already compacted, which counts as done.
+        """
+        try:
+            self.call(
+                "compact", "/kv/compaction", {"revision": str(revision), "physical": physical}
+            )
+        except EtcdCompactedError:
+            return False
+        return True
+
+    def defragment(self, timeout: float) -> None:
+        """Defragment this member. Never retried: a timed-out defrag still runs on the server."""
+        self.call("defragment", "/maintenance/defragment", {}, retry=False, timeout=timeout)
+
+    def move_leader(self, target_id: int) -> None:
+        """Transfer leadership; must be sent to the current leader."""
+        self.call(
+            "move leader",
+            "/maintenance/transfer-leadership",
+            {"targetID": str(target_id)},
+            retry=False,
+        )
+
+    def metrics(self) -> MemberMetrics:
+        return self._retrying(self._metrics_once)
+
+    def _metrics_once(self) -> MemberMetrics:
+        operation = "metrics scrape"
+        try:
+            # The auth token is for the gateway only; /metrics needs none.
+            response = self._session.get(
+                self.metrics_url, timeout=self._timeout, headers={"Authorization": None}
+            )
+        except requests.RequestException as exc:
+            raise _connection_error(self.metrics_url, operation, str(exc)) from None
+        if response.status_code != 200:
+            raise EtcdError(
+                f"{self.metrics_url}: {operation} failed: HTTP {response.status_code}",
+                endpoint=self.endpoint,
+                operation=operation,
+                status=response.status_code,
+                transient=response.status_code in (502, 503, 504),
+            )
+        return parse_member_metrics(
+            response.text, scraped_at=self._clock(), endpoint=self.metrics_url
+        )
+
+
+class ClusterClient:
+    """Member clients for one cluster, created on demand and reused (one HTTP pool each)."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow, sleep: Sleep = time.sleep):
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self._clients: dict[str, MemberClient] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def metrics_url_for(self, endpoint: str, name: str = "") -> str | None:
+        urls = self.settings.connection.metrics_urls
+        return urls.get(name) or urls.get(endpoint.rstrip("/"))
+
+    def member(self, endpoint: str, name: str = "") -> MemberClient:
+        """The client for the member at ``endpoint`` (one per URL for the process lifetime)."""
+        key = endpoint.rstrip("/")
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = MemberClient(
+                    key,
+                    self.settings,
+                    metrics_url=self.metrics_url_for(key, name),
+                    clock=self.clock,
+                    sleep=self.sleep,
+                )
+                self._clients[key] = client
+            return client
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self.settings.connection.endpoints)

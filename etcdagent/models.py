@@ -1,0 +1,158 @@
+"""Typed, immutable views of what etcd reports.
+
+The gateway's JSON has traps (int64 as strings, zero values omitted, member IDs decimal in JSON but
+hex everywhere an operator looks); these models absorb them once, so no other module has to know.
+Construct from gateway JSON with ``Model.from_gateway(payload)``; construct by field name in tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from etcdagent.errors import EtcdProtocolError
+
+
+def member_id_hex(member_id: int) -> str:
+    """Hex without leading zeros, exactly as etcdctl and etcd's metric labels print IDs."""
+    return f"{member_id:x}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    @classmethod
+    def from_gateway(cls, payload: Any, *, endpoint: str | None = None) -> Self:
+        """Validate one gateway answer; a malformed one becomes the project's own error."""
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise EtcdProtocolError(
+                f"{endpoint or 'etcd'}: unexpected {cls.__name__} answer: {where}: {first['msg']}",
+                endpoint=endpoint,
+            ) from None
+
+
+class Member(_Model):
+    """One entry of the member list."""
+
+    id: int = Field(alias="ID", ge=0)
+    name: str = ""
+    peer_urls: tuple[str, ...] = Field(default=(), alias="peerURLs")
+    client_urls: tuple[str, ...] = Field(default=(), alias="clientURLs")
+    is_learner: bool = Field(default=False, alias="isLearner")
+
+    @property
+    def id_hex(self) -> str:
+        return member_id_hex(self.id)
+
+    @property
+    def started(self) -> bool:
+        """A member added with `member add` but never started has no name and no client URLs."""
+        return bool(self.client_urls)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"(unstarted {self.id_hex})"
+
+
+class MemberList(_Model):
+    cluster_id: int = Field(default=0, validation_alias=AliasPath("header", "cluster_id"), ge=0)
+    member_id: int = Field(default=0, validation_alias=AliasPath("header", "member_id"), ge=0)
+    members: tuple[Member, ...] = ()
+
+
+class MemberStatus(_Model):
+    """What one member says of itself (/v3/maintenance/status)."""
+
+    member_id: int = Field(validation_alias=AliasPath("header", "member_id"), ge=0)
+    cluster_id: int = Field(default=0, validation_alias=AliasPath("header", "cluster_id"), ge=0)
+    revision: int = Field(default=0, validation_alias=AliasPath("header", "revision"), ge=0)
+    version: str = ""
+    db_size: int = Field(default=0, alias="dbSize", ge=0)
+    db_size_in_use: int = Field(default=0, alias="dbSizeInUse", ge=0)
+    db_size_quota: int = Field(default=0, alias="dbSizeQuota", ge=0)  # etcd 3.6+
+    leader: int = Field(default=0, ge=0)
+    raft_index: int = Field(default=0, alias="raftIndex", ge=0)
+    raft_term: int = Field(default=0, alias="raftTerm", ge=0)
+    raft_applied_index: int = Field(default=0, alias="raftAppliedIndex", ge=0)
+    errors: tuple[str, ...] = ()
+    is_learner: bool = Field(default=False, alias="isLearner")
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # etcd appends a trailing space to "memberID:... alarm:NOSPACE ".
+        if isinstance(value, list | tuple):
+            return tuple(v.strip() if isinstance(v, str) else v for v in value)
+        return value
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader != 0 and self.leader == self.member_id
+
+    @property
+    def apply_lag(self) -> int:
+        return max(0, self.raft_index - self.raft_applied_index)
+
+
+class AlarmType(StrEnum):
+    NONE = "NONE"
+    NOSPACE = "NOSPACE"
+    CORRUPT = "CORRUPT"
+
+
+class Alarm(_Model):
+    member_id: int = Field(default=0, alias="memberID", ge=0)
+    alarm: AlarmType = AlarmType.NONE
+
+    @property
+    def member_id_hex(self) -> str:
+        return member_id_hex(self.member_id)
+
+    def __str__(self) -> str:
+        return f"{self.alarm.value}@{self.member_id_hex}"
+
+
+class AlarmList(_Model):
+    alarms: tuple[Alarm, ...] = ()
+
+
+class Histogram(BaseModel):
+    """A Prometheus histogram at one scrape: cumulative bucket counts by upper bound."""
+
+    model_config = ConfigDict(frozen=True)
+
+    buckets: tuple[tuple[float, float], ...]  # (le, cumulative count), ascending le, +Inf last
+    count: float
+    sum: float
+
+
+class MemberMetrics(BaseModel):
+    """The families of one member's /metrics the agent needs; None where the member lacks one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scraped_at: datetime
+    db_size: int | None = None
+    db_size_in_use: int | None = None
+    quota: int | None = None
+    wal_fsync: Histogram | None = None
+    backend_commit: Histogram | None = None
+    defrag_duration: Histogram | None = None
+    leader_changes: float | None = None
+    has_leader: bool | None = None
+    is_leader: bool | None = None
+    is_learner: bool | None = None
+    defrag_inflight: bool | None = None
+    proposals_failed: float | None = None
+    slow_apply: float | None = None
+    current_revision: int | None = None
+    compact_revision: int | None = None
+    grpc_unary_handled: float | None = None
+    process_start_time: float | None = None

@@ -1,0 +1,360 @@
+"""Configuration: one settings model with nested groups, layered like kopf's.
+
+Precedence, strongest first: command-line flags, environment (``ETCDAGENT_`` prefix, ``__`` between
+group and field, e.g. ``ETCDAGENT_TLS__CA_FILE``), the config file (``--config``, YAML, TOML or
+JSON), then the defaults below. ``ETCDAGENT_ENDPOINTS`` is accepted as a shorthand for
+``ETCDAGENT_CONNECTION__ENDPOINTS`` because it is the one variable everybody sets.
+
+Everything is validated before the agent talks to etcd: a bad value stops it with exit code 2 and a
+message naming the field, never a traceback, and never echoing a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from etcdagent.errors import ConfigError
+from etcdagent.units import parse_duration
+
+ENV_PREFIX = "ETCDAGENT_"
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _normalize_endpoint(raw: str) -> str:
+    text = raw.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{raw!r}: scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError(f"{raw!r}: no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r}: invalid port") from None
+    if port is None:
+        raise ValueError(f"{raw!r}: no port (etcd clients listen on 2379 by default)")
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError(f"{raw!r}: an endpoint is scheme://host:port, without a path")
+    if parts.username or parts.password:
+        raise ValueError("an endpoint must not carry credentials; use the auth settings")
+    return text
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionSettings(_Group):
+    """How to reach the cluster."""
+
+    endpoints: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"],
+        description="Client URLs of one or more members (comma-separated in env and flags). "
+        "One reachable endpoint is enough when discovery is on.",
+    )
+    discover: bool = Field(
+        default=True,
+        description="Find every member through the member list and talk to each on its own "
+        "client URL. Off: only the configured endpoints are contacted.",
+    )
+    request_timeout: Seconds = Field(
+        default=5.0, description="Timeout of one ordinary request to one member."
+    )
+    retry_deadline: Seconds = Field(
+        default=3.0,
+        description="How long transient failures (refused, reset, timeout, HTTP 503) are retried "
+        "before a request counts as failed.",
+    )
+    metrics_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Separate metrics URLs (etcd --listen-metrics-urls), keyed by member name or "
+        "client URL. Members not listed are scraped on their client URL.",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one endpoint is required")
+        seen: list[str] = []
+        for raw in value:
+            url = _normalize_endpoint(raw)
+            if url not in seen:
+                seen.append(url)
+        return seen
+
+    @field_validator("metrics_urls")
+    @classmethod
+    def _check_metrics_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        return {key.rstrip("/"): _normalize_endpoint(url) for key, url in value.items()}
+
+
+class TLSSettings(_Group):
+    """TLS towards the members' client URLs (kubeadm: /etc/kubernetes/pki/etcd)."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the members' server certificates."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(default=None, description="Key of the client certificate (PEM).")
+    server_name: str | None = Field(
+        default=None,
+        description="Name to verify the server certificate against (and send as SNI) instead of "
+        "the endpoint's host, for certificates issued to a DNS name but reached by IP.",
+    )
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"{value}: no such file")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"{value}: not readable by this user")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.ca_file, self.cert_file, self.server_name))
+
+
+class AuthSettings(_Group):
+    """etcd user authentication (the root role is needed for defragmentation)."""
+
+    username: str | None = Field(default=None, description="etcd user name.")
+    password: SecretStr | None = Field(
+        default=None, description="Password of that user. Prefer password_file or the environment."
+    )
+    password_file: Path | None = Field(
+        default=None, description="File whose first line is the password (a mounted Secret)."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        if self.password_file is not None and not self.password_file.is_file():
+            raise ValueError(f"password_file {self.password_file}: no such file")
+        has_password = self.password is not None or self.password_file is not None
+        if has_password and not self.username:
+            raise ValueError("a password is set but no username")
+        if self.username and not has_password:
+            raise ValueError(f"username {self.username!r} is set but no password or password_file")
+        return self
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            lines = self.password_file.read_text().splitlines()
+            return lines[0] if lines else ""
+        return None
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogSettings(_Group):
+    """Structured logs on stderr."""
+
+    level: LogLevel = Field(default=LogLevel.INFO, description="Lowest level written.")
+    format: LogFormat = Field(
+        default=LogFormat.AUTO,
+        description="json, console, or auto: console on a terminal, JSON otherwise.",
+    )
+
+
+_config_file_data: ContextVar[dict[str, Any] | None] = ContextVar("_config_file_data", default=None)
+
+
+class _ShorthandEnvSource(PydanticBaseSettingsSource):
+    """Maps ETCDAGENT_ENDPOINTS onto connection.endpoints."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get(ENV_PREFIX + "ENDPOINTS")
+        if value is None:
+            return {}
+        return {"connection": {"endpoints": value}}
+
+
+class Settings(BaseSettings):
+    """Everything etcdagent can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _ShorthandEnvSource(settings_cls),
+            InitSettingsSource(settings_cls, init_kwargs=_config_file_data.get() or {}),
+        )
+
+    @model_validator(mode="after")
+    def _https_when_tls(self) -> Settings:
+        """A bare host:port becomes https when TLS material is configured."""
+        if not self.tls.enabled:
+            return self
+        fixed = [
+            "https://" + url.removeprefix("http://") if url.startswith("http://") else url
+            for url in self.connection.endpoints
+        ]
+        if fixed == self.connection.endpoints:
+            return self
+        # Only rewrite endpoints that were given without a scheme is impossible to know after
+        # normalisation, so the rule is simple and documented: TLS settings imply https.
+        object.__setattr__(
+            self, "connection", self.connection.model_copy(update={"endpoints": fixed})
+        )
+        return self
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output, logs or metrics."""
+        found: list[str] = []
+        if self.auth.password is not None:
+            found.append(self.auth.password.get_secret_value())
+        return [s for s in found if s]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Load a YAML, TOML or JSON config file into a dict, with one-line errors."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = suffix.lstrip(".").upper() if suffix in (".toml", ".json") else "YAML"
+        raise ConfigError(f"config file {path}: not valid {kind}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of groups")
+    return data
+
+
+_SECRET_FIELDS = {("auth", "password")}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field; never the value of a secret field."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        name = ".".join(loc) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif (
+            "input" in err
+            and loc not in _SECRET_FIELDS
+            and err["type"]
+            not in (
+                "value_error",
+                "missing",
+            )
+        ):
+            shown = repr(err["input"])
+            if len(shown) <= 60:
+                msg = f"{msg} (got {shown})"
+        lines.append(f"{name}: {msg}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build the settings from flags (``overrides``, nested dicts), environment and file."""
+    file_data = read_config_file(config_file) if config_file is not None else {}
+    token = _config_file_data.set(file_data)
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        where = f" (config file {config_file})" if config_file is not None else ""
+        raise ConfigError(
+            f"invalid configuration{where}: {describe_validation_error(exc)}"
+        ) from None
+    finally:
+        _config_file_data.reset(token)

@@ -1,0 +1,124 @@
+"""A point-in-time picture of the cluster: what every member said, or why it said nothing.
+
+Snapshots are plain immutable data so that deciding (health, plans) is a pure function of them and
+can be tested without etcd.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from etcdagent.models import Alarm, Member, MemberMetrics, MemberStatus
+
+
+class Role(StrEnum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    LEARNER = "learner"
+    UNKNOWN = "unknown"
+
+
+class MemberSnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    member: Member
+    endpoint: str | None
+    status: MemberStatus | None = None
+    metrics: MemberMetrics | None = None
+    error: str | None = None
+    metrics_error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.status is not None
+
+    @property
+    def is_learner(self) -> bool:
+        return self.member.is_learner or (self.status is not None and self.status.is_learner)
+
+    @property
+    def db_size(self) -> int | None:
+        return self.status.db_size if self.status else None
+
+    @property
+    def db_size_in_use(self) -> int | None:
+        return self.status.db_size_in_use if self.status else None
+
+    @property
+    def free(self) -> int | None:
+        if self.status is None:
+            return None
+        return max(0, self.status.db_size - self.status.db_size_in_use)
+
+    @property
+    def fragmentation(self) -> float | None:
+        """Share of the file that is free pages (0..1): what a defrag would give back."""
+        if self.status is None or self.status.db_size == 0:
+            return None
+        return (self.free or 0) / self.status.db_size
+
+    @property
+    def quota(self) -> int | None:
+        """The backend quota, discovered from the server (3.6 status, else /metrics)."""
+        if self.status is not None and self.status.db_size_quota:
+            return self.status.db_size_quota
+        if self.metrics is not None and self.metrics.quota:
+            return self.metrics.quota
+        return None
+
+    @property
+    def quota_use(self) -> float | None:
+        quota = self.quota
+        if quota is None or self.status is None:
+            return None
+        return self.status.db_size / quota
+
+
+class ClusterSnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    taken_at: datetime
+    cluster_id: int
+    discovered_via: str
+    members: tuple[MemberSnapshot, ...]
+    alarms: tuple[Alarm, ...] = ()
+    alarms_error: str | None = None
+
+    @property
+    def voting(self) -> tuple[MemberSnapshot, ...]:
+        return tuple(m for m in self.members if not m.member.is_learner)
+
+    @property
+    def quorum(self) -> int:
+        return len(self.voting) // 2 + 1
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader most reachable voting members agree on (a lone stale view loses)."""
+        votes = Counter(
+            m.status.leader for m in self.voting if m.status is not None and m.status.leader
+        )
+        if not votes:
+            return None
+        leader, _ = votes.most_common(1)[0]
+        return leader
+
+    def role(self, snap: MemberSnapshot) -> Role:
+        if snap.is_learner:
+            return Role.LEARNER
+        leader = self.leader_id
+        if leader is not None and snap.member.id == leader:
+            return Role.LEADER
+        if snap.status is None:
+            return Role.UNKNOWN
+        return Role.FOLLOWER
+
+    def alarms_of(self, snap: MemberSnapshot) -> tuple[Alarm, ...]:
+        return tuple(a for a in self.alarms if a.member_id == snap.member.id)
+
+    def by_id(self, member_id: int) -> MemberSnapshot | None:
+        return next((m for m in self.members if m.member.id == member_id), None)

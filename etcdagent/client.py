@@ -13,7 +13,9 @@ server, so the caller must re-check instead.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +35,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from etcdagent.errors import (
@@ -68,9 +71,16 @@ def _one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _root_cause(detail: str) -> str:
+    """Drop urllib3's "HTTPConnectionPool(...): Max retries exceeded ... (Caused by" wrapping."""
+    _, sep, cause = detail.partition("(Caused by ")
+    return cause.rstrip(")") if sep else detail
+
+
 def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
     """Turn requests/urllib3 connection failure text into an operator's sentence."""
     low = detail.lower()
+    detail = _root_cause(detail)
     host = urlsplit(endpoint).hostname or endpoint
     prefix = f"{endpoint}: {operation} failed"
     if (
@@ -84,14 +94,16 @@ def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
             endpoint=endpoint,
             operation=operation,
         )
+    if "doesn't match" in low or "hostname mismatch" in low or "ip address mismatch" in low:
+        quoted = re.search(r"hostname '([^']+)'", detail)
+        name = quoted.group(1) if quoted else host
+        return EtcdTLSError(
+            f"{prefix}: TLS: the server certificate is not valid for {name!r} "
+            "(check the endpoint, or set tls.server_name to a name the certificate carries)",
+            endpoint=endpoint,
+            operation=operation,
+        )
     if "certificate_verify_failed" in low or "certificate verify failed" in low:
-        if "hostname mismatch" in low or "doesn't match" in low or "ip address mismatch" in low:
-            return EtcdTLSError(
-                f"{prefix}: TLS: the server certificate is not valid for {host!r} "
-                "(check the endpoint, or set tls.server_name to a name the certificate carries)",
-                endpoint=endpoint,
-                operation=operation,
-            )
         if "expired" in low:
             return EtcdTLSError(
                 f"{prefix}: TLS: the server certificate has expired",
@@ -110,7 +122,15 @@ def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
         or ("record layer failure" in low)
     ):
         return EtcdTLSError(
-            f"{prefix}: TLS: the endpoint does not speak TLS (use http:// for it?)",
+            f"{prefix}: TLS: the endpoint does not speak TLS (use http:// for it)",
+            endpoint=endpoint,
+            operation=operation,
+        )
+    if "eof occurred in violation of protocol" in low or "unexpected_eof" in low:
+        return EtcdTLSError(
+            f"{prefix}: TLS: the member closed the connection during the handshake: it rejected "
+            "the client certificate (missing, expired, or not signed by the CA it trusts: check "
+            "tls.cert_file and tls.key_file), or it does not speak TLS (use http://)",
             endpoint=endpoint,
             operation=operation,
         )
@@ -147,7 +167,12 @@ def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
         )
     if "reset" in low or "aborted" in low or "remotedisconnected" in low or "broken pipe" in low:
         return EtcdUnreachableError(
-            f"{prefix}: connection reset by the member",
+            f"{prefix}: connection reset by the member"
+            + (
+                " (if it serves TLS, use an https:// endpoint)"
+                if endpoint.startswith("http:")
+                else ""
+            ),
             endpoint=endpoint,
             operation=operation,
             transient=True,
@@ -238,6 +263,19 @@ def _translate(exc: Etcd3Exception, endpoint: str, operation: str) -> EtcdError:
     return _http_error(endpoint, operation, status, detail)
 
 
+def _b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _header_revision(answer: dict[str, Any]) -> int:
+    header = answer.get("header")
+    try:
+        return int(header.get("revision", 0)) if isinstance(header, dict) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, EtcdError) and exc.transient
 
@@ -285,7 +323,7 @@ class MemberClient:
     def _retrying(self, fn: Callable[[], T]) -> T:
         retrying = Retrying(
             stop=stop_after_delay(self._settings.connection.retry_deadline),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
             retry=retry_if_exception(_is_transient),
             sleep=self._sleep,
             reraise=True,
@@ -422,6 +460,35 @@ class MemberClient:
             {"targetID": str(target_id)},
             retry=False,
         )
+
+    # -- keys (probe writes, locks) ------------------------------------------------------------
+
+    def put(self, key: str | bytes, value: str | bytes, *, retry: bool = False) -> int:
+        """Write one key; returns the store revision after the write."""
+        answer = self.call("put", "/kv/put", {"key": _b64(key), "value": _b64(value)}, retry=retry)
+        return _header_revision(answer)
+
+    def get(self, key: str | bytes) -> bytes | None:
+        answer = self.call("get", "/kv/range", {"key": _b64(key)})
+        kvs = answer.get("kvs") or []
+        if not kvs:
+            return None
+        try:
+            return base64.b64decode(kvs[0].get("value", ""))
+        except (ValueError, AttributeError, TypeError):
+            raise EtcdProtocolError(
+                f"{self.endpoint}: get failed: the value is not base64",
+                endpoint=self.endpoint,
+                operation="get",
+            ) from None
+
+    def delete(self, key: str | bytes) -> int:
+        """Delete one key; returns how many keys were deleted (0 or 1)."""
+        answer = self.call("delete", "/kv/deleterange", {"key": _b64(key)})
+        try:
+            return int(answer.get("deleted", 0))
+        except (TypeError, ValueError):
+            return 0
 
     def metrics(self) -> MemberMetrics:
         return self._retrying(self._metrics_once)

@@ -47,9 +47,11 @@ def assess(snapshot: ClusterSnapshot) -> Health:
             degraded.append(f"{snap.member.display_name} does not answer")
             continue
         assert snap.status is not None
+        if leader is None:
+            continue  # already the headline; "m1 has no leader" for each member adds nothing
         if snap.metrics is not None and snap.metrics.has_leader is False:
             degraded.append(f"{snap.member.display_name} has no leader")
-        elif leader is not None and snap.status.leader and snap.status.leader != leader:
+        elif snap.status.leader and snap.status.leader != leader:
             degraded.append(
                 f"{snap.member.display_name} follows {snap.status.leader:x}, the others {leader:x}"
             )

@@ -7,6 +7,7 @@ Construct from gateway JSON with ``Model.from_gateway(payload)``; construct by f
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -41,11 +42,11 @@ class _Model(BaseModel):
 class Member(_Model):
     """One entry of the member list."""
 
-    id: int = Field(alias="ID", ge=0)
+    id: int = Field(validation_alias="ID", ge=0)
     name: str = ""
-    peer_urls: tuple[str, ...] = Field(default=(), alias="peerURLs")
-    client_urls: tuple[str, ...] = Field(default=(), alias="clientURLs")
-    is_learner: bool = Field(default=False, alias="isLearner")
+    peer_urls: tuple[str, ...] = Field(default=(), validation_alias="peerURLs")
+    client_urls: tuple[str, ...] = Field(default=(), validation_alias="clientURLs")
+    is_learner: bool = Field(default=False, validation_alias="isLearner")
 
     @property
     def id_hex(self) -> str:
@@ -67,6 +68,9 @@ class MemberList(_Model):
     members: tuple[Member, ...] = ()
 
 
+_ALARM_ERROR = re.compile(r"memberID:(\d+) alarm:(\w+)")
+
+
 class MemberStatus(_Model):
     """What one member says of itself (/v3/maintenance/status)."""
 
@@ -74,15 +78,15 @@ class MemberStatus(_Model):
     cluster_id: int = Field(default=0, validation_alias=AliasPath("header", "cluster_id"), ge=0)
     revision: int = Field(default=0, validation_alias=AliasPath("header", "revision"), ge=0)
     version: str = ""
-    db_size: int = Field(default=0, alias="dbSize", ge=0)
-    db_size_in_use: int = Field(default=0, alias="dbSizeInUse", ge=0)
-    db_size_quota: int = Field(default=0, alias="dbSizeQuota", ge=0)  # etcd 3.6+
+    db_size: int = Field(default=0, validation_alias="dbSize", ge=0)
+    db_size_in_use: int = Field(default=0, validation_alias="dbSizeInUse", ge=0)
+    db_size_quota: int = Field(default=0, validation_alias="dbSizeQuota", ge=0)  # etcd 3.6+
     leader: int = Field(default=0, ge=0)
-    raft_index: int = Field(default=0, alias="raftIndex", ge=0)
-    raft_term: int = Field(default=0, alias="raftTerm", ge=0)
-    raft_applied_index: int = Field(default=0, alias="raftAppliedIndex", ge=0)
+    raft_index: int = Field(default=0, validation_alias="raftIndex", ge=0)
+    raft_term: int = Field(default=0, validation_alias="raftTerm", ge=0)
+    raft_applied_index: int = Field(default=0, validation_alias="raftAppliedIndex", ge=0)
     errors: tuple[str, ...] = ()
-    is_learner: bool = Field(default=False, alias="isLearner")
+    is_learner: bool = Field(default=False, validation_alias="isLearner")
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -97,6 +101,20 @@ class MemberStatus(_Model):
         return self.leader != 0 and self.leader == self.member_id
 
     @property
+    def alarms(self) -> tuple[Alarm, ...]:
+        """Alarms this member knows of, from ``errors`` ("memberID:<dec> alarm:<KIND>").
+
+        Unlike the alarm list call, which goes through raft and fails without a leader, the status
+        answers locally, so alarms stay visible while the cluster has no quorum.
+        """
+        found = []
+        for text in self.errors:
+            match = _ALARM_ERROR.fullmatch(text)
+            if match and match.group(2) in AlarmType.__members__:
+                found.append(Alarm(member_id=int(match.group(1)), alarm=AlarmType(match.group(2))))
+        return tuple(found)
+
+    @property
     def apply_lag(self) -> int:
         return max(0, self.raft_index - self.raft_applied_index)
 
@@ -108,7 +126,7 @@ class AlarmType(StrEnum):
 
 
 class Alarm(_Model):
-    member_id: int = Field(default=0, alias="memberID", ge=0)
+    member_id: int = Field(default=0, validation_alias="memberID", ge=0)
     alarm: AlarmType = AlarmType.NONE
 
     @property

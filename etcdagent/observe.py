@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from etcdagent.client import ClusterClient
 from etcdagent.errors import (
@@ -49,7 +55,7 @@ def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
 
     retrying = Retrying(
         stop=stop_after_delay(cluster.settings.connection.retry_deadline),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
         retry=retry_if_exception(lambda e: isinstance(e, _AllFailedTransiently)),
         sleep=cluster.sleep,
         reraise=True,
@@ -138,35 +144,26 @@ def _observe_member(cluster: ClusterClient, member: Member, endpoint: str | None
     )
 
 
-def _alarms(cluster: ClusterClient, endpoints: list[str]) -> tuple[tuple[Alarm, ...], str | None]:
-    """Alarms are cluster state; the first member that answers tells them."""
-    last: EtcdError | None = None
-    for endpoint in endpoints:
-        try:
-            return cluster.member(endpoint).alarms(), None
-        except EtcdError as exc:
-            last = exc
-            if not isinstance(exc, EtcdUnreachableError):
-                break
-    return (), str(last) if last else "no member to ask"
-
-
 def take_snapshot(cluster: ClusterClient) -> ClusterSnapshot:
     """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers."""
     member_list, via = discover(cluster)
     assigned = _assign_endpoints(cluster, member_list.members)
     members = member_list.members
-    alarm_order = [via, *[e for e in assigned.values() if e != via]]
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(members) + 1))) as pool:
-        alarms_future = pool.submit(_alarms, cluster, alarm_order)
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(members)))) as pool:
         futures = [pool.submit(_observe_member, cluster, m, assigned.get(m.id)) for m in members]
         snaps = tuple(f.result() for f in futures)
-        alarms, alarms_error = alarms_future.result()
+    # Alarms come from the statuses' "errors": answered locally, so they stay visible without a
+    # leader, when the alarm list call (it goes through raft) would fail.
+    alarms: dict[tuple[int, str], Alarm] = {}
+    for snap in snaps:
+        for alarm in snap.status.alarms if snap.status else ():
+            alarms.setdefault((alarm.member_id, alarm.alarm.value), alarm)
+    answered = any(s.status is not None for s in snaps)
     return ClusterSnapshot(
         taken_at=cluster.clock(),
         cluster_id=member_list.cluster_id,
         discovered_via=via,
         members=tuple(sorted(snaps, key=lambda s: (s.member.name or "~", s.member.id))),
-        alarms=alarms,
-        alarms_error=alarms_error,
+        alarms=tuple(alarms.values()),
+        alarms_error=None if answered else "no member answered its status",
     )

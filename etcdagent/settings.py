@@ -97,7 +97,7 @@ class ConnectionSettings(_Group):
         default=5.0, description="Timeout of one ordinary request to one member."
     )
     retry_deadline: Seconds = Field(
-        default=3.0,
+        default=2.0,
         description="How long transient failures (refused, reset, timeout, HTTP 503) are retried "
         "before a request counts as failed.",
     )

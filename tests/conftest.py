@@ -1,0 +1,93 @@
+"""Shared fixtures: real etcd clusters (see etcdagent.testing).
+
+Pick the etcd version with ``ETCDAGENT_TEST_ETCD=3.5.1|3.4.23|/path/to/etcd`` (default 3.5.1;
+3.4.23 needs ``bash scripts/install-etcd`` first).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etcdagent.testing import EtcdCluster
+from etcdagent.testing import etcd_binary as find_etcd_binary
+
+ClusterFactory = Callable[..., EtcdCluster]
+
+_LOG_TAIL_LINES = 20
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: starts real etcd processes (see tests/conftest.py)"
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item (``item.rep_setup``, ``rep_call``, ...)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    return any(
+        getattr(getattr(request.node, f"rep_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+
+
+def _dump_logs(request: pytest.FixtureRequest, clusters: list[EtcdCluster]) -> None:
+    for cluster in clusters:
+        print(
+            f"\n===== etcd {cluster.version} logs for {request.node.nodeid} "
+            f"(last {_LOG_TAIL_LINES} lines per member) =====",
+            file=sys.stderr,
+        )
+        for member in cluster.members:
+            print(member.log_tail(_LOG_TAIL_LINES), file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def etcd_binary() -> Path:
+    """The etcd binary the tests run (``ETCDAGENT_TEST_ETCD``, default 3.5.1)."""
+    return find_etcd_binary()
+
+
+@pytest.fixture
+def etcd_cluster_factory(
+    request: pytest.FixtureRequest, etcd_binary: Path
+) -> Iterator[ClusterFactory]:
+    """A callable taking :class:`EtcdCluster` kwargs and returning a started cluster.
+
+    Every cluster it made is stopped at teardown; if the test failed, the tail of each
+    member's log goes to stderr.
+    """
+    clusters: list[EtcdCluster] = []
+
+    def factory(size: int = 3, **kwargs: Any) -> EtcdCluster:
+        kwargs.setdefault("binary", etcd_binary)
+        cluster = EtcdCluster(size, **kwargs)
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield factory
+    finally:
+        if _failed(request):
+            _dump_logs(request, clusters)
+        for cluster in clusters:
+            cluster.stop()
+
+
+@pytest.fixture
+def etcd_cluster(etcd_cluster_factory: ClusterFactory) -> EtcdCluster:
+    """A started, healthy 3-member cluster (plain http, no auth)."""
+    return etcd_cluster_factory(3)

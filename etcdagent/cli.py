@@ -56,11 +56,13 @@ def connection_options(fn: F) -> F:
             "--config",
             "config_file",
             type=click.Path(path_type=Path),
+            metavar="FILE",
             envvar="ETCDAGENT_CONFIG",
             help="Config file (YAML, TOML or JSON). Env: ETCDAGENT_CONFIG.",
         ),
         click.option(
             "--endpoints",
+            metavar="URLS",
             help="Comma-separated client URLs, e.g. "
             "https://10.0.0.1:2379. One reachable endpoint is enough.",
         ),
@@ -69,15 +71,26 @@ def connection_options(fn: F) -> F:
             default=None,
             help="Find the other members through the member list (default: on).",
         ),
-        click.option("--request-timeout", help="Timeout of one request, e.g. 5s."),
-        click.option("--retry-deadline", help="How long transient failures are retried, e.g. 3s."),
-        click.option("--cacert", "ca_file", help="CA bundle that verifies the members."),
-        click.option("--cert", "cert_file", help="Client certificate (PEM)."),
-        click.option("--key", "key_file", help="Client certificate key (PEM)."),
-        click.option("--server-name", help="Verify server certificates against this name."),
-        click.option("--user", "username", help="etcd user name."),
+        click.option(
+            "--request-timeout", metavar="DURATION", help="Timeout of one request (default 5s)."
+        ),
+        click.option(
+            "--retry-deadline",
+            metavar="DURATION",
+            help="How long transient failures are retried (default 2s).",
+        ),
+        click.option(
+            "--cacert", "ca_file", metavar="FILE", help="CA bundle that verifies the members."
+        ),
+        click.option("--cert", "cert_file", metavar="FILE", help="Client certificate (PEM)."),
+        click.option("--key", "key_file", metavar="FILE", help="Client certificate key (PEM)."),
+        click.option(
+            "--server-name", metavar="NAME", help="Verify server certificates against this name."
+        ),
+        click.option("--user", "username", metavar="NAME", help="etcd user name."),
         click.option(
             "--password-file",
+            metavar="FILE",
             help="File holding the etcd user's password. Or set ETCDAGENT_AUTH__PASSWORD.",
         ),
         click.option(

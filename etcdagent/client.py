@@ -50,6 +50,7 @@ from etcdagent.errors import (
     EtcdUnreachableError,
 )
 from etcdagent.etcd_metrics import parse_member_metrics
+from etcdagent.logs import register_secrets
 from etcdagent.models import Alarm, AlarmList, AlarmType, MemberList, MemberMetrics, MemberStatus
 from etcdagent.settings import Settings
 from etcdagent.transport import make_session
@@ -206,7 +207,9 @@ def _http_error(
             message = raw_msg if isinstance(raw_msg, str) else str(raw_msg)
         else:
             message = body_text
-    message = _one_line(message) if message else f"HTTP {status}"
+    if not message:
+        message = f"HTTP {status}" if status else "an error answer without a body"
+    message = _one_line(message)
     low = message.lower()
     prefix = f"{endpoint}: {operation} failed"
     common: dict[str, Any] = {
@@ -243,12 +246,23 @@ def _http_error(
             f"{prefix}: permission denied (this call needs the root role: check the user's roles)",
             **common,
         )
+    if "commonname of client sending a request against gateway" in low:
+        return EtcdAuthError(
+            f"{prefix}: with authentication enabled, etcd refuses gateway requests made with a "
+            "client certificate that has a CommonName; use a client certificate without a CN "
+            "(or one whose CN is an etcd user, through gRPC)",
+            **common,
+        )
     if "http request to an https server" in low:
         return EtcdTLSError(
             f"{prefix}: the member serves https; use an https:// endpoint", **common
         )
     transient = status in (502, 503, 504) or code in (4, 14)
-    hint = " (no leader or leader election in progress?)" if "leader" in low else ""
+    hint = ""
+    if "no leader" in low or "leader changed" in low:
+        hint = " (no leader, or a leader election in progress)"
+    elif "not leader" in low:
+        hint = " (this member is not the leader: send it to the current leader)"
     return EtcdError(f"{prefix}: {message}{hint}", transient=transient, **common)
 
 
@@ -380,6 +394,7 @@ class MemberClient:
                 endpoint=self.endpoint,
                 operation="authenticate",
             )
+        register_secrets([token])  # tokens must never reach a log line or an error message
         self._token = token
         self._session.headers["Authorization"] = token
 
@@ -496,9 +511,12 @@ class MemberClient:
     def _metrics_once(self) -> MemberMetrics:
         operation = "metrics scrape"
         try:
-            # The auth token is for the gateway only; /metrics needs none.
+            # The auth token is for the gateway only; /metrics needs none. Uncompressed: gzip
+            # would cost the member CPU to save ~150 KB per scrape, a bad trade for the member.
             response = self._session.get(
-                self.metrics_url, timeout=self._timeout, headers={"Authorization": None}
+                self.metrics_url,
+                timeout=self._timeout,
+                headers={"Authorization": None, "Accept-Encoding": "identity"},
             )
         except requests.RequestException as exc:
             raise _connection_error(self.metrics_url, operation, str(exc)) from None

@@ -121,8 +121,8 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
                     for s in family.samples
                     if s.name.endswith("_total") and s.labels.get("grpc_type") == "unary"
                 ]
-                if unary:
-                    grpc_total = sum(v for v in unary if _finite(v))
+                # Zero-valued series were dropped before parsing: none left means no traffic.
+                grpc_total = sum(v for v in unary if _finite(v))
         if grpc_total is not None:
             values["grpc_unary_handled"] = grpc_total
         return MemberMetrics.model_validate(values)

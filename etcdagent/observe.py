@@ -144,12 +144,16 @@ def _observe_member(cluster: ClusterClient, member: Member, endpoint: str | None
     )
 
 
-def take_snapshot(cluster: ClusterClient) -> ClusterSnapshot:
-    """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers."""
+def take_snapshot(cluster: ClusterClient, *, workers: int = 16) -> ClusterSnapshot:
+    """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers.
+
+    ``workers`` bounds how many members are asked at once (1 = one after another, the baseline
+    of bench/bench_status.py).
+    """
     member_list, via = discover(cluster)
     assigned = _assign_endpoints(cluster, member_list.members)
     members = member_list.members
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(members)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(members)))) as pool:
         futures = [pool.submit(_observe_member, cluster, m, assigned.get(m.id)) for m in members]
         snaps = tuple(f.result() for f in futures)
     # Alarms come from the statuses' "errors": answered locally, so they stay visible without a

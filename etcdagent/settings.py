@@ -55,10 +55,11 @@ def _split_csv(value: object) -> object:
 
 
 def _normalize_endpoint(raw: str) -> str:
+    """``scheme://host:port``; a scheme-less ``host:port`` is kept without one, and Settings
+    gives it http or https depending on whether TLS is configured."""
     text = raw.strip().rstrip("/")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
+    bare = "://" not in text
+    parts = urlsplit("http://" + text if bare else text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{raw!r}: scheme must be http or https")
     if not parts.hostname:
@@ -73,7 +74,14 @@ def _normalize_endpoint(raw: str) -> str:
         raise ValueError(f"{raw!r}: an endpoint is scheme://host:port, without a path")
     if parts.username or parts.password:
         raise ValueError("an endpoint must not carry credentials; use the auth settings")
-    return text
+    netloc = parts.netloc.lower()
+    return netloc if bare else f"{parts.scheme}://{netloc}"
+
+
+def _with_scheme(endpoint: str, tls: bool) -> str:
+    if "://" in endpoint:
+        return endpoint
+    return ("https://" if tls else "http://") + endpoint
 
 
 class _Group(BaseModel):
@@ -265,21 +273,25 @@ class Settings(BaseSettings):
         )
 
     @model_validator(mode="after")
-    def _https_when_tls(self) -> Settings:
-        """A bare host:port becomes https when TLS material is configured."""
-        if not self.tls.enabled:
-            return self
-        fixed = [
-            "https://" + url.removeprefix("http://") if url.startswith("http://") else url
-            for url in self.connection.endpoints
-        ]
-        if fixed == self.connection.endpoints:
-            return self
-        # Only rewrite endpoints that were given without a scheme is impossible to know after
-        # normalisation, so the rule is simple and documented: TLS settings imply https.
-        object.__setattr__(
-            self, "connection", self.connection.model_copy(update={"endpoints": fixed})
-        )
+    def _resolve_schemes(self) -> Settings:
+        """A bare host:port becomes https when TLS material is configured, else http; an
+        explicit scheme is kept as written."""
+        tls = self.tls.enabled
+        resolved: list[str] = []
+        for endpoint in self.connection.endpoints:
+            url = _with_scheme(endpoint, tls)
+            if url not in resolved:
+                resolved.append(url)
+        metrics = {
+            key: _with_scheme(url, False) for key, url in self.connection.metrics_urls.items()
+        }
+        if resolved != self.connection.endpoints or metrics != self.connection.metrics_urls:
+            # Frozen model: replace the group once, here, before anybody has seen it.
+            object.__setattr__(
+                self,
+                "connection",
+                self.connection.model_copy(update={"endpoints": resolved, "metrics_urls": metrics}),
+            )
         return self
 
     def secrets(self) -> list[str]:
@@ -288,6 +300,15 @@ class Settings(BaseSettings):
         if self.auth.password is not None:
             found.append(self.auth.password.get_secret_value())
         return [s for s in found if s]
+
+
+def _parse_problem(exc: Exception) -> str:
+    """Where and what, without the quoted source line (it may hold a password)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = exc.problem or exc.context or "syntax error"
+        return f"{what} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -305,7 +326,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             data = yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _parse_problem(exc)
         kind = suffix.lstrip(".").upper() if suffix in (".toml", ".json") else "YAML"
         raise ConfigError(f"config file {path}: not valid {kind}: {first}") from None
     if data is None:
@@ -315,7 +336,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-_SECRET_FIELDS = {("auth", "password")}
+def _secret_location(loc: tuple[str, ...]) -> bool:
+    """Inputs under ``auth`` are never echoed: a password written at the wrong level would be."""
+    return bool(loc) and loc[0] == "auth"
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -329,12 +352,8 @@ def describe_validation_error(exc: ValidationError) -> str:
             msg = "unknown setting"
         elif (
             "input" in err
-            and loc not in _SECRET_FIELDS
-            and err["type"]
-            not in (
-                "value_error",
-                "missing",
-            )
+            and not _secret_location(loc)
+            and err["type"] not in ("value_error", "missing")
         ):
             shown = repr(err["input"])
             if len(shown) <= 60:

@@ -6,6 +6,7 @@ the agent is seconds (float) and bytes (int).
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -31,7 +32,17 @@ _SIZE_FACTORS = {
     "gib": 1024**3,
     "ti": 1024**4,
     "tib": 1024**4,
+    "p": 1000**5,
+    "pb": 1000**5,
+    "pi": 1024**5,
+    "pib": 1024**5,
 }
+
+
+def _finite_seconds(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be finite (an endless timeout would hang the agent)")
+    return seconds
 
 
 def parse_duration(value: object) -> float:
@@ -39,14 +50,15 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 10m or 1h")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite_seconds(float(value))
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 30s, 10m or 1h")
     text = value.strip().lower()
     try:
-        return float(text)
-    except ValueError:
-        pass
+        return _finite_seconds(float(text))
+    except ValueError as exc:
+        if "finite" in str(exc):
+            raise
     pos = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -63,9 +75,9 @@ def parse_size(value: object) -> int:
     """Bytes from a number or a string like "8GiB", "512MiB", "100MB"."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 512MiB or 8GiB")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0 or not float(value).is_integer():
+            raise ValueError(f"{value!r} is not a size: use a whole, non-negative number of bytes")
         return int(value)
     if not isinstance(value, str):
         raise ValueError("expected a size such as 512MiB or 8GiB")
@@ -81,11 +93,13 @@ def format_bytes(n: int | float | None) -> str:
     if n is None:
         return "-"
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    for index, unit in enumerate(units):
+        shown = round(value) if unit == "B" else (round(value, 1) if value < 10 else round(value))
+        if abs(shown) < 1024 or index == len(units) - 1:
             if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
+                return f"{int(shown)} B"
+            return f"{shown:.1f} {unit}" if abs(value) < 10 else f"{shown:.0f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 

@@ -356,9 +356,8 @@ class EtcdCluster:
         self.extra_args = tuple(extra_args)
         self.start_timeout = start_timeout
         self._owns_base_dir = base_dir is None
-        self._base_dir_arg = base_dir
         self.base_dir: Path = base_dir if base_dir is not None else Path()
-        self.token = f"etcdagent-{uuid.uuid4().hex[:12]}"
+        self.cluster_token = f"etcdagent-{uuid.uuid4().hex[:12]}"
         self.members: list[EtcdMember] = []
         self.tls_files: TLSFiles | None = None
         self.auth_enabled = False
@@ -499,7 +498,7 @@ class EtcdCluster:
             "--listen-peer-urls", member.peer_url,
             "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", initial_cluster,
-            "--initial-cluster-token", f"{self.token}-{attempt}",
+            "--initial-cluster-token", f"{self.cluster_token}-{attempt}",
             "--initial-cluster-state", "new",
             "--heartbeat-interval", str(_HEARTBEAT_MS),
             "--election-timeout", str(_ELECTION_MS),

@@ -50,9 +50,7 @@ def snap(
         raft_applied_index=20,
         is_learner=learner,
     )
-    return MemberSnapshot(
-        member=m, endpoint=f"http://{name}:2379", status=status, metrics=metrics
-    )
+    return MemberSnapshot(member=m, endpoint=f"http://{name}:2379", status=status, metrics=metrics)
 
 
 def cluster(*members: MemberSnapshot, alarms: tuple[Alarm, ...] = ()) -> ClusterSnapshot:

@@ -13,7 +13,7 @@ from etcdagent.models import Alarm, AlarmList, AlarmType, Member, MemberList, Me
 
 ENDPOINT = "http://10.0.0.1:2379"
 
-# Real shapes (IDs and sizes as etcd 3.5.1 / 3.4.23 answered on a 3-member loopback cluster).
+# Shapes as etcd 3.5.1 / 3.4.23 answer them (M1 is etcd's well-known default member ID).
 M1 = 10276657743932975437  # 8e9e05c52164694d
 M2 = 0x0B6E2F7A9C3D1E45  # etcdctl prints b6e2f7a9c3d1e45: 15 digits, no leading zero
 
@@ -263,7 +263,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 STATUS_KEYS = [

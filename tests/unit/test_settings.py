@@ -151,7 +151,8 @@ def test_unrelated_prefixed_env_vars_are_ignored(monkeypatch: pytest.MonkeyPatch
         ),
         (
             "c.yml",
-            "connection:\n  endpoints: 10.0.0.9:2379\n  request_timeout: 2m\nlog:\n  level: warning\n",
+            "connection:\n  endpoints: 10.0.0.9:2379\n  request_timeout: 2m\n"
+            "log:\n  level: warning\n",
         ),
     ],
 )
@@ -241,7 +242,7 @@ def test_durations_must_be_positive(value: object) -> None:
 
 
 def test_infinite_timeout_is_refused() -> None:
-    # BUG: parse_duration("inf") is float("inf") and passes gt=0: requests would never time out.
+    # Regression: parse_duration("inf") is float("inf") and passes gt=0: requests would never time out.
     message = refused({"connection": {"request_timeout": "inf"}})
     assert "connection.request_timeout" in message
 
@@ -272,7 +273,7 @@ def test_duplicate_endpoints_are_dropped_in_order() -> None:
 
 
 def test_scheme_case_is_normalised() -> None:
-    # BUG: urlsplit accepts "HTTP://", but the text is kept as written: it is not deduplicated
+    # Regression: urlsplit accepts "HTTP://", but the text is kept as written: it is not deduplicated
     # against http://, and the TLS rule (startswith "http://") does not turn it into https.
     assert endpoints("HTTP://10.0.0.1:2379,http://10.0.0.1:2379") == ["http://10.0.0.1:2379"]
 
@@ -438,7 +439,7 @@ def test_wrongly_typed_password_is_not_echoed(tmp_path: Path, bad: object) -> No
 
 
 def test_password_written_at_the_wrong_level_is_not_echoed(tmp_path: Path) -> None:
-    # BUG: "auth: <password>" fails as "Input should be a valid dictionary ... (got '<password>')":
+    # Regression: "auth: <password>" fails as "Input should be a valid dictionary ... (got '<password>')":
     # describe_validation_error shows the input of any non-secret location, and the whole group
     # is not in _SECRET_FIELDS.
     path = tmp_path / "c.yaml"
@@ -446,4 +447,3 @@ def test_password_written_at_the_wrong_level_is_not_echoed(tmp_path: Path) -> No
     message = refused(config_file=path)
     assert "auth" in message
     assert PASSWORD not in message
-

@@ -176,8 +176,8 @@ def test_non_finite_gauges_are_ignored() -> None:
 
 
 def test_idle_member_reports_zero_grpc_traffic_not_unknown() -> None:
-    # Regression: _relevant_lines drops every grpc_server_handled_total series that is 0, so a member
-    # that has served no unary request yet reports None ("family missing"), not 0.
+    # Regression: zero-valued gRPC series are dropped before parsing; a member that has served no
+    # unary request yet must report 0, not None ("family missing").
     text = (
         "# HELP grpc_server_handled_total Total number of RPCs completed on the server.\n"
         "# TYPE grpc_server_handled_total counter\n"

@@ -14,21 +14,16 @@ server, so the caller must re-check instead.
 from __future__ import annotations
 
 import base64
-import json
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import (
-    ConnectionFailedError,
-    ConnectionTimeoutError,
     Etcd3Exception,
 )
 from tenacity import (
@@ -43,13 +38,10 @@ from etcdagent.errors import (
     EtcdAuthError,
     EtcdCompactedError,
     EtcdError,
-    EtcdFutureRevisionError,
-    EtcdNoSpaceError,
     EtcdProtocolError,
-    EtcdTLSError,
-    EtcdUnreachableError,
 )
 from etcdagent.etcd_metrics import parse_member_metrics
+from etcdagent.gateway_errors import connection_error, translate
 from etcdagent.logs import register_secrets
 from etcdagent.models import Alarm, AlarmList, AlarmType, MemberList, MemberMetrics, MemberStatus
 from etcdagent.settings import Settings
@@ -59,222 +51,11 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
 
-_STATUS_BY_REASON = {s.phrase.lower(): s.value for s in HTTPStatus}
 _API_PATH = "/v3/"  # etcd >= 3.4; skipping /version discovery saves a round trip per member
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _root_cause(detail: str) -> str:
-    """Drop urllib3's "HTTPConnectionPool(...): Max retries exceeded ... (Caused by" wrapping."""
-    _, sep, cause = detail.partition("(Caused by ")
-    return cause.rstrip(")") if sep else detail
-
-
-def _connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
-    """Turn requests/urllib3 connection failure text into an operator's sentence."""
-    low = detail.lower()
-    detail = _root_cause(detail)
-    host = urlsplit(endpoint).hostname or endpoint
-    prefix = f"{endpoint}: {operation} failed"
-    if (
-        "nameresolution" in low
-        or "name or service not known" in low
-        or ("failed to resolve" in low or "temporary failure in name resolution" in low)
-        or "nodename nor servname" in low
-    ):
-        return EtcdUnreachableError(
-            f"{prefix}: cannot resolve host name {host!r} (check the endpoint and DNS)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if "doesn't match" in low or "hostname mismatch" in low or "ip address mismatch" in low:
-        quoted = re.search(r"hostname '([^']+)'", detail)
-        name = quoted.group(1) if quoted else host
-        return EtcdTLSError(
-            f"{prefix}: TLS: the server certificate is not valid for {name!r} "
-            "(check the endpoint, or set tls.server_name to a name the certificate carries)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if "certificate_verify_failed" in low or "certificate verify failed" in low:
-        if "expired" in low:
-            return EtcdTLSError(
-                f"{prefix}: TLS: the server certificate has expired",
-                endpoint=endpoint,
-                operation=operation,
-            )
-        return EtcdTLSError(
-            f"{prefix}: TLS: the server certificate is not signed by a trusted CA "
-            "(check tls.ca_file)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if (
-        "wrong_version_number" in low
-        or "wrong version number" in low
-        or ("record layer failure" in low)
-    ):
-        return EtcdTLSError(
-            f"{prefix}: TLS: the endpoint does not speak TLS (use http:// for it)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if "eof occurred in violation of protocol" in low or "unexpected_eof" in low:
-        return EtcdTLSError(
-            f"{prefix}: TLS: the member closed the connection during the handshake: it rejected "
-            "the client certificate (missing, expired, or not signed by the CA it trusts: check "
-            "tls.cert_file and tls.key_file), or it does not speak TLS (use http://)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if (
-        "certificate required" in low
-        or "bad certificate" in low
-        or ("certificate expired" in low or "unknown ca" in low or "certificate unknown" in low)
-    ):
-        return EtcdTLSError(
-            f"{prefix}: TLS: the server rejected the client certificate (expired, not signed "
-            "by the CA the server trusts, or missing: check tls.cert_file and tls.key_file)",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if "sslerror" in low or "ssl:" in low or "[ssl" in low:
-        return EtcdTLSError(
-            f"{prefix}: TLS handshake failed: {_one_line(detail, 160)}",
-            endpoint=endpoint,
-            operation=operation,
-        )
-    if "timed out" in low or "timeout" in low:
-        return EtcdUnreachableError(
-            f"{prefix}: timed out (member overloaded, stopped, or a firewall drops packets)",
-            endpoint=endpoint,
-            operation=operation,
-            transient=True,
-        )
-    if "refused" in low:
-        return EtcdUnreachableError(
-            f"{prefix}: connection refused (is etcd running and listening on this address?)",
-            endpoint=endpoint,
-            operation=operation,
-            transient=True,
-        )
-    if "reset" in low or "aborted" in low or "remotedisconnected" in low or "broken pipe" in low:
-        return EtcdUnreachableError(
-            f"{prefix}: connection reset by the member"
-            + (
-                " (if it serves TLS, use an https:// endpoint)"
-                if endpoint.startswith("http:")
-                else ""
-            ),
-            endpoint=endpoint,
-            operation=operation,
-            transient=True,
-        )
-    return EtcdUnreachableError(
-        f"{prefix}: cannot connect: {_one_line(detail, 160)}",
-        endpoint=endpoint,
-        operation=operation,
-        transient=True,
-    )
-
-
-def _http_error(
-    endpoint: str, operation: str, status: int | None, body_text: str | None
-) -> EtcdError:
-    """Map an HTTP error answer of the gateway; 3.4/3.5 send {error, code, message}, 3.6 drops
-    ``error``."""
-    code: int | None = None
-    message = ""
-    if body_text:
-        try:
-            body = json.loads(body_text)
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            raw_code = body.get("code")
-            code = (
-                raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
-            )
-            raw_msg = body.get("message") or body.get("error") or ""
-            message = raw_msg if isinstance(raw_msg, str) else str(raw_msg)
-        else:
-            message = body_text
-    if not message:
-        message = f"HTTP {status}" if status else "an error answer without a body"
-    message = _one_line(message)
-    low = message.lower()
-    prefix = f"{endpoint}: {operation} failed"
-    common: dict[str, Any] = {
-        "endpoint": endpoint,
-        "operation": operation,
-        "status": status,
-        "code": code,
-    }
-    if "required revision has been compacted" in low:
-        return EtcdCompactedError(f"{prefix}: {message}", **common)
-    if "required revision is a future revision" in low:
-        return EtcdFutureRevisionError(f"{prefix}: {message}", **common)
-    if "database space exceeded" in low or (status == 429 and code == 8):
-        return EtcdNoSpaceError(
-            f"{prefix}: {message} (NOSPACE: the database reached its quota; "
-            "run `etcdagent recover`)",
-            **common,
-        )
-    if "authentication failed" in low or "invalid user id or password" in low:
-        return EtcdAuthError(
-            f"{prefix}: authentication failed: wrong user name or password "
-            "(check auth.username and auth.password)",
-            **common,
-        )
-    if "invalid auth token" in low or status == 401 or code == 16:
-        return EtcdAuthError(f"{prefix}: auth token rejected: {message}", **common)
-    if "user name is empty" in low or "user name not found" in low:
-        return EtcdAuthError(
-            f"{prefix}: the cluster has authentication enabled; set auth.username and a password",
-            **common,
-        )
-    if "permission denied" in low or status == 403 or code == 7:
-        return EtcdAuthError(
-            f"{prefix}: permission denied (this call needs the root role: check the user's roles)",
-            **common,
-        )
-    if "commonname of client sending a request against gateway" in low:
-        return EtcdAuthError(
-            f"{prefix}: with authentication enabled, etcd refuses gateway requests made with a "
-            "client certificate that has a CommonName; use a client certificate without a CN "
-            "(or one whose CN is an etcd user, through gRPC)",
-            **common,
-        )
-    if "http request to an https server" in low:
-        return EtcdTLSError(
-            f"{prefix}: the member serves https; use an https:// endpoint", **common
-        )
-    transient = status in (502, 503, 504) or code in (4, 14)
-    hint = ""
-    if "no leader" in low or "leader changed" in low:
-        hint = " (no leader, or a leader election in progress)"
-    elif "not leader" in low:
-        hint = " (this member is not the leader: send it to the current leader)"
-    return EtcdError(f"{prefix}: {message}{hint}", transient=transient, **common)
-
-
-def _translate(exc: Etcd3Exception, endpoint: str, operation: str) -> EtcdError:
-    reason = str(exc.args[0]) if exc.args else None
-    detail = exc.detail_text or ""
-    if isinstance(exc, ConnectionFailedError | ConnectionTimeoutError) and reason is None:
-        return _connection_error(endpoint, operation, detail)
-    status = _STATUS_BY_REASON.get(reason.lower()) if reason else None
-    if status is None:
-        status = {ConnectionFailedError: 503, ConnectionTimeoutError: 504}.get(type(exc))
-    return _http_error(endpoint, operation, status, detail)
 
 
 def _b64(data: str | bytes) -> str:
@@ -288,6 +69,16 @@ def _header_revision(answer: dict[str, Any]) -> int:
         return int(header.get("revision", 0)) if isinstance(header, dict) else 0
     except (TypeError, ValueError):
         return 0
+
+
+def _refused_for_credentials(exc: EtcdAuthError) -> bool:
+    text = str(exc).lower()
+    return "authentication enabled" in text or "permission denied" in text or _stale_token(exc)
+
+
+def _stale_token(exc: EtcdAuthError) -> bool:
+    text = str(exc).lower()
+    return exc.status == 401 or "invalid auth token" in text or "auth store is old" in text
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -360,9 +151,9 @@ class MemberClient:
         try:
             answer = gateway.post(gateway.get_url(path), json=body)
         except Etcd3Exception as exc:
-            raise _translate(exc, self.endpoint, operation) from None
+            raise translate(exc, self.endpoint, operation) from None
         except requests.RequestException as exc:  # anything etcd3gw did not wrap
-            raise _connection_error(self.endpoint, operation, str(exc)) from None
+            raise connection_error(self.endpoint, operation, str(exc)) from None
         except ValueError as exc:  # the body was not JSON
             raise EtcdProtocolError(
                 f"{self.endpoint}: {operation} failed: the answer is not JSON ({exc})",
@@ -399,20 +190,50 @@ class MemberClient:
         self._session.headers["Authorization"] = token
 
     def _post_once(
-        self, operation: str, path: str, body: dict[str, Any], timeout: float | None
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        timeout: float | None,
+        auth_optional: bool = False,
     ) -> Any:
         with self._lock:
-            if self._username and self._token is None:
+            # Calls that etcd 3.4/3.5 answer without a token (status, member list) go without one
+            # until refused: authenticating goes through raft, so it fails exactly when a member
+            # without a leader should still be able to say so.
+            if self._username and self._token is None and not auth_optional:
                 self._authenticate()
             try:
                 return self._raw_post(operation, path, body, timeout)
             except EtcdAuthError as exc:
-                # An expired token (default TTL 300 s) is renewed once, then the call repeated.
-                if not (self._username and self._token and exc.status == 401):
+                if not self._username:
                     raise
+                if self._token is None and not _refused_for_credentials(exc):
+                    raise
+                if self._token is not None and not _stale_token(exc):
+                    raise
+                # No token yet, an expired one (TTL 300 s by default), or one issued before an
+                # auth change: authenticate once, then repeat the call.
                 self._token = None
                 self._authenticate()
                 return self._raw_post(operation, path, body, timeout)
+
+    def check_credentials(self) -> bool:
+        """Authenticate now if a user is configured, so a wrong password is reported up front
+        rather than at the first call that needs it. False when it could not be checked (no
+        leader to issue a token); a wrong password raises EtcdAuthError."""
+        if not self._username:
+            return True
+        with self._lock:
+            if self._token is not None:
+                return True
+            try:
+                self._authenticate()
+            except EtcdError as exc:
+                if exc.transient:
+                    return False
+                raise
+            return True
 
     def call(
         self,
@@ -422,20 +243,25 @@ class MemberClient:
         *,
         retry: bool = True,
         timeout: float | None = None,
+        auth_optional: bool = False,
     ) -> Any:
         """POST to the gateway; retried under the deadline only when ``retry`` and transient."""
-        if retry:
-            return self._retrying(lambda: self._post_once(operation, path, body, timeout))
-        return self._post_once(operation, path, body, timeout)
+
+        def once() -> Any:
+            return self._post_once(operation, path, body, timeout, auth_optional)
+
+        return self._retrying(once) if retry else once()
 
     # -- maintenance API --------------------------------------------------------------------
 
     def status(self, *, retry: bool = True) -> MemberStatus:
-        answer = self.call("status", "/maintenance/status", {}, retry=retry)
+        answer = self.call("status", "/maintenance/status", {}, retry=retry, auth_optional=True)
         return MemberStatus.from_gateway(answer, endpoint=self.endpoint)
 
     def member_list(self, *, retry: bool = True) -> MemberList:
-        answer = self.call("member list", "/cluster/member/list", {}, retry=retry)
+        answer = self.call(
+            "member list", "/cluster/member/list", {}, retry=retry, auth_optional=True
+        )
         return MemberList.from_gateway(answer, endpoint=self.endpoint)
 
     def alarms(self) -> tuple[Alarm, ...]:
@@ -519,7 +345,7 @@ class MemberClient:
                 headers={"Authorization": None, "Accept-Encoding": "identity"},
             )
         except requests.RequestException as exc:
-            raise _connection_error(self.metrics_url, operation, str(exc)) from None
+            raise connection_error(self.metrics_url, operation, str(exc)) from None
         if response.status_code != 200:
             raise EtcdError(
                 f"{self.metrics_url}: {operation} failed: HTTP {response.status_code}",

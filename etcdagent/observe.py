@@ -144,6 +144,26 @@ def _observe_member(cluster: ClusterClient, member: Member, endpoint: str | None
     )
 
 
+def _check_credentials(cluster: ClusterClient, snapshot: ClusterSnapshot) -> None:
+    """A wrong password fails now, not at the first maintenance step that needs it.
+
+    Only while a quorum answers, and on a member that has a leader: a token goes through raft,
+    so asking without one would only wait for a timeout.
+    """
+    if not cluster.settings.auth.username:
+        return
+    if sum(s.reachable for s in snapshot.voting) < snapshot.quorum:
+        return
+    for snap in snapshot.voting:
+        if (
+            snap.endpoint
+            and snap.status is not None
+            and snap.status.leader
+            and cluster.member(snap.endpoint).check_credentials()
+        ):
+            return
+
+
 def take_snapshot(cluster: ClusterClient, *, workers: int = 16) -> ClusterSnapshot:
     """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers.
 
@@ -163,7 +183,7 @@ def take_snapshot(cluster: ClusterClient, *, workers: int = 16) -> ClusterSnapsh
         for alarm in snap.status.alarms if snap.status else ():
             alarms.setdefault((alarm.member_id, alarm.alarm.value), alarm)
     answered = any(s.status is not None for s in snaps)
-    return ClusterSnapshot(
+    snapshot = ClusterSnapshot(
         taken_at=cluster.clock(),
         cluster_id=member_list.cluster_id,
         discovered_via=via,
@@ -171,3 +191,5 @@ def take_snapshot(cluster: ClusterClient, *, workers: int = 16) -> ClusterSnapsh
         alarms=tuple(alarms.values()),
         alarms_error=None if answered else "no member answered its status",
     )
+    _check_credentials(cluster, snapshot)
+    return snapshot

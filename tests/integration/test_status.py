@@ -416,3 +416,22 @@ def test_unstarted_learner_does_not_cost_quorum(etcd_cluster_factory: ClusterFac
     assert learner["reachable"] is False
     assert "has not started" in learner["error"]
     assert sum(m["role"] == "leader" for m in doc["members"]) == 1
+
+
+def test_auth_cluster_without_quorum_still_shows_the_survivor(
+    etcd_cluster_factory: ClusterFactory,
+) -> None:
+    """No leader means no token can be issued; the status, which needs none, must still show."""
+    cluster = etcd_cluster_factory(size=3, auth=True, root_password="s3cret-Pa55")
+    survivor = cluster.members[0]
+    for proc in cluster.members[1:]:
+        proc.kill()
+
+    code, doc = status_json(
+        "--endpoints", survivor.client_url, "--user", "root", "--retry-deadline", "1s",
+        env={"ETCDAGENT_AUTH__PASSWORD": "s3cret-Pa55"},
+    )  # fmt: skip
+
+    assert code == 1
+    assert doc["verdict"] == "unavailable"
+    assert by_name(doc)[survivor.name]["reachable"] is True

@@ -13,7 +13,6 @@ from etcd3gw.exceptions import (
     PreconditionFailedError,
 )
 
-from etcdagent.client import _connection_error, _http_error, _translate
 from etcdagent.errors import (
     EtcdAuthError,
     EtcdCompactedError,
@@ -23,6 +22,7 @@ from etcdagent.errors import (
     EtcdTLSError,
     EtcdUnreachableError,
 )
+from etcdagent.gateway_errors import connection_error, http_error, translate
 
 EP = "https://10.0.0.1:2379"
 OP = "status"
@@ -42,7 +42,7 @@ BODY_IDS = ["3.4/3.5", "3.6"]
 
 def http(message: str, status: int, code: int, body: object) -> EtcdError:
     assert callable(body)
-    err = _http_error(EP, OP, status, body(message, code))
+    err = http_error(EP, OP, status, body(message, code))
     assert str(err).startswith(f"{EP}: {OP} failed"), str(err)
     assert err.endpoint == EP
     assert err.operation == OP
@@ -65,7 +65,7 @@ def test_nospace(body: object) -> None:
 
 
 def test_nospace_recognised_by_status_and_code_alone() -> None:
-    err = _http_error(EP, "put", 429, json.dumps({"code": 8, "message": "", "details": []}))
+    err = http_error(EP, "put", 429, json.dumps({"code": 8, "message": "", "details": []}))
     assert isinstance(err, EtcdNoSpaceError)
 
 
@@ -139,20 +139,20 @@ def test_bad_request_is_not_transient(body: object) -> None:
 
 
 def test_non_json_body_is_shown_on_one_line() -> None:
-    err = _http_error(EP, OP, 502, "<html>\n<body>Bad   Gateway</body>\n</html>")
+    err = http_error(EP, OP, 502, "<html>\n<body>Bad   Gateway</body>\n</html>")
     assert err.transient
     assert "\n" not in str(err)
     assert "Bad Gateway" in str(err)
 
 
 def test_empty_body_shows_the_http_status() -> None:
-    err = _http_error(EP, OP, 500, "")
+    err = http_error(EP, OP, 500, "")
     assert not err.transient
     assert "HTTP 500" in str(err)
 
 
 def test_long_message_is_cut() -> None:
-    err = _http_error(EP, OP, 400, body_36("x" * 5000, 3))
+    err = http_error(EP, OP, 400, body_36("x" * 5000, 3))
     assert len(str(err)) < 400
     assert str(err).endswith("...")
 
@@ -166,7 +166,7 @@ POOL = (
 
 
 def conn(detail: str, endpoint: str = EP) -> EtcdError:
-    err = _connection_error(endpoint, OP, detail)
+    err = connection_error(endpoint, OP, detail)
     assert str(err).startswith(f"{endpoint}: {OP} failed"), str(err)
     assert err.endpoint == endpoint
     assert "\n" not in str(err)
@@ -305,7 +305,7 @@ def test_translate_connection_failure() -> None:
         f"{POOL} (Caused by NewConnectionError('x: Failed to establish a new connection: "
         "[Errno 111] Connection refused'))"
     )
-    err = _translate(exc, EP, OP)
+    err = translate(exc, EP, OP)
     assert isinstance(err, EtcdUnreachableError)
     assert err.transient
     assert str(err).startswith(EP)
@@ -315,7 +315,7 @@ def test_translate_client_timeout() -> None:
     exc = ConnectionTimeoutError(
         "HTTPSConnectionPool(host='10.0.0.1', port=2379): Read timed out. (read timeout=5.0)"
     )
-    err = _translate(exc, EP, OP)
+    err = translate(exc, EP, OP)
     assert isinstance(err, EtcdUnreachableError)
     assert err.transient
 
@@ -325,7 +325,7 @@ def test_translate_503_no_leader(body: object) -> None:
     assert callable(body)
     # etcd3gw raises ConnectionFailedError(resp.text, resp.reason) for an HTTP 503
     exc = ConnectionFailedError(body("etcdserver: no leader", 14), "Service Unavailable")
-    err = _translate(exc, EP, OP)
+    err = translate(exc, EP, OP)
     assert type(err) is EtcdError
     assert err.transient
     assert err.status == 503
@@ -336,35 +336,35 @@ def test_translate_503_no_leader(body: object) -> None:
 def test_translate_429_nospace(body: object) -> None:
     assert callable(body)
     exc = Etcd3Exception(body("etcdserver: mvcc: database space exceeded", 8), "Too Many Requests")
-    err = _translate(exc, EP, "put")
+    err = translate(exc, EP, "put")
     assert isinstance(err, EtcdNoSpaceError)
     assert err.status == 429
 
 
 def test_translate_504_gateway_timeout_is_transient() -> None:
     exc = ConnectionTimeoutError(body_35("etcdserver: request timed out", 4), "Gateway Timeout")
-    err = _translate(exc, EP, OP)
+    err = translate(exc, EP, OP)
     assert err.transient
     assert err.status == 504
 
 
 def test_translate_401_token() -> None:
     exc = Etcd3Exception(body_36("etcdserver: invalid auth token", 16), "Unauthorized")
-    err = _translate(exc, EP, OP)
+    err = translate(exc, EP, OP)
     assert isinstance(err, EtcdAuthError)
     assert err.status == 401
 
 
 def test_translate_412_precondition() -> None:
     exc = PreconditionFailedError(body_35("etcdserver: not leader", 9), "Precondition Failed")
-    err = _translate(exc, EP, "move leader")
+    err = translate(exc, EP, "move leader")
     assert err.status == 412
     assert not err.transient
     assert str(err).startswith(f"{EP}: move leader failed")
 
 
 def test_translate_500_without_body() -> None:
-    err = _translate(InternalServerError("", "Internal Server Error"), EP, OP)
+    err = translate(InternalServerError("", "Internal Server Error"), EP, OP)
     assert err.status == 500
     assert not err.transient
     assert "HTTP 500" in str(err)

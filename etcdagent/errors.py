@@ -74,3 +74,19 @@ class EtcdProtocolError(EtcdError):
 
 class ClusterUnavailableError(EtcdAgentError):
     """No configured endpoint answered: nothing can be observed, let alone maintained."""
+
+
+class LockBusyError(EtcdAgentError):
+    """Another agent holds the maintenance lock; ``holder`` says who."""
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LockLostError(EtcdAgentError):
+    """The maintenance lock's lease expired while we worked: stop before the next step."""
+
+
+class MaintenanceRefused(EtcdAgentError):
+    """A safety gate refused a maintenance step; the message says which and why."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,8 @@ from etcdagent.client import ClusterClient
 from etcdagent.errors import ConfigError, EtcdAgentError
 from etcdagent.health import Verdict, assess
 from etcdagent.logs import configure_logging, redact, register_secrets
+from etcdagent.maintenance import Maintenance, RunReport
+from etcdagent.maintenance_view import TextListener, render_summary
 from etcdagent.observe import take_snapshot
 from etcdagent.settings import LogFormat, LogLevel, Settings, load_settings
 from etcdagent.status_view import render_table, status_json
@@ -134,9 +138,11 @@ _FLAG_TO_SETTING = {
 }
 
 
-def settings_from_flags(options: dict[str, Any]) -> Settings:
+def settings_from_flags(
+    options: dict[str, Any], extra: dict[str, dict[str, Any]] | None = None
+) -> Settings:
     """Pops the connection flags out of ``options`` and builds validated settings."""
-    overrides: dict[str, dict[str, Any]] = {}
+    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
     for flag, (group, field) in _FLAG_TO_SETTING.items():
         value = options.pop(flag, None)
         if value is not None:
@@ -214,6 +220,177 @@ def status(output: str, **options: Any) -> None:
     else:
         click.echo(redact(render_table(snapshot, health)))
     sys.exit(EXIT_OK if health.verdict is Verdict.HEALTHY else EXIT_FAILED)
+
+
+def maintenance_options(fn: F) -> F:
+    """Flags of the commands that change etcd."""
+    options = [
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Print the plan and change nothing (not even the retention marker).",
+        ),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="text for people, json for scripts.",
+        ),
+        click.option(
+            "--lock-timeout",
+            metavar="DURATION",
+            help="Wait this long for another agent's maintenance to end (default 30s).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def retention_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--retain",
+            metavar="DURATION",
+            help="Keep at least this much history by time (default 5m).",
+        ),
+        click.option(
+            "--retain-revisions",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Keep at least this many revisions (alone: instead of --retain).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def defrag_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--move-leader/--no-move-leader",
+            default=None,
+            help="Move leadership to a defragmented member before the leader's turn.",
+        ),
+        click.option(
+            "--wait-between",
+            metavar="DURATION",
+            help="Pause between members, after the previous one caught up (default 5s).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+_MAINTENANCE_FLAGS = {
+    "retain": ("compaction", "retain"),
+    "retain_revisions": ("compaction", "retain_revisions"),
+    "lock_timeout": ("lock", "timeout"),
+    "move_leader": ("defrag", "move_leader"),
+    "wait_between": ("defrag", "wait_between"),
+    "compact": ("defrag", "compact_first"),
+}
+
+
+def _maintenance_settings(options: dict[str, Any]) -> Settings:
+    for flag, (group, field) in _MAINTENANCE_FLAGS.items():
+        value = options.pop(flag, None)
+        if value is not None:
+            options.setdefault("_extra", {}).setdefault(group, {})[field] = value
+    extra = options.pop("_extra", {})
+    return settings_from_flags(options, extra)
+
+
+def _run_maintenance(
+    settings: Settings, output: str, dry_run: bool, action: Callable[[Maintenance], RunReport]
+) -> None:
+    stop = threading.Event()
+    echo = click.echo
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            click.echo(
+                f"etcdagent: {signal.Signals(signum).name}: finishing the current step, "
+                "starting no new one",
+                err=True,
+            )
+        stop.set()
+
+    listener = TextListener(echo) if output == "text" else None
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ClusterClient(settings) as cluster:
+            maintenance = Maintenance(
+                cluster, settings, dry_run=dry_run, stop=stop, listener=listener
+            )
+            report = action(maintenance)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if output == "json":
+        click.echo(redact(report.model_dump_json(indent=2)))
+    else:
+        for line in render_summary(report):
+            click.echo(redact(line))
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@connection_options
+@retention_options
+@maintenance_options
+@handle_errors
+def compact(dry_run: bool, output: str, **options: Any) -> None:
+    """Compact the keyspace, keeping the retention.
+
+    Cluster-wide, through one healthy member, then waits until every member applied it.
+    Exit 0 done or nothing to do, 1 refused or failed, 2 bad usage or configuration.
+    """
+    settings = _maintenance_settings(options)
+    _run_maintenance(settings, output, dry_run, lambda m: m.compact())
+
+
+@cli.command()
+@connection_options
+@retention_options
+@defrag_options
+@click.option(
+    "--compact/--no-compact", default=None, help="Compact (with the retention) first (default: on)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Defragment every voting member, worth it or not (the gates still apply).",
+)
+@maintenance_options
+@handle_errors
+def defrag(dry_run: bool, output: str, force: bool, **options: Any) -> None:
+    """Defragment members one at a time: followers first, the leader last.
+
+    Each member only while the cluster is healthy and keeps a quorum without it; waits for it to
+    answer and catch up before the next. Exit 0 done or nothing to do, 1 refused or failed,
+    2 bad usage or configuration.
+    """
+    settings = _maintenance_settings(options)
+    _run_maintenance(settings, output, dry_run, lambda m: m.defrag(force=force))
+
+
+@cli.command()
+@connection_options
+@defrag_options
+@maintenance_options
+@handle_errors
+def recover(dry_run: bool, output: str, **options: Any) -> None:
+    """Recover from a NOSPACE alarm: compact, defragment every member, disarm, prove a write.
+
+    Without an alarm there is nothing to do (exit 0). Exit 1 refused or failed, 2 bad usage.
+    """
+    settings = _maintenance_settings(options)
+    _run_maintenance(settings, output, dry_run, lambda m: m.recover())
 
 
 def main() -> None:

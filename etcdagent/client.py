@@ -43,7 +43,15 @@ from etcdagent.errors import (
 from etcdagent.etcd_metrics import parse_member_metrics
 from etcdagent.gateway_errors import connection_error, translate
 from etcdagent.logs import register_secrets
-from etcdagent.models import Alarm, AlarmList, AlarmType, MemberList, MemberMetrics, MemberStatus
+from etcdagent.models import (
+    Alarm,
+    AlarmList,
+    AlarmType,
+    MemberList,
+    MemberMetrics,
+    MemberStatus,
+    RangeAnswer,
+)
 from etcdagent.settings import Settings
 from etcdagent.transport import make_session
 
@@ -61,6 +69,14 @@ def utcnow() -> datetime:
 def _b64(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return base64.b64encode(raw).decode("ascii")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key after every key starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b"\x00"  # the whole keyspace
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 def _header_revision(answer: dict[str, Any]) -> int:
@@ -322,6 +338,15 @@ class MemberClient:
                 endpoint=self.endpoint,
                 operation="get",
             ) from None
+
+    def range_prefix(self, prefix: str | bytes, *, limit: int = 0) -> RangeAnswer:
+        """Every key under ``prefix`` (the gateway's range with range_end = prefix + 1)."""
+        raw = prefix.encode() if isinstance(prefix, str) else prefix
+        body: dict[str, Any] = {"key": _b64(raw), "range_end": _b64(_prefix_end(raw))}
+        if limit:
+            body["limit"] = str(limit)
+        answer = self.call("range", "/kv/range", body)
+        return RangeAnswer.from_gateway(answer, endpoint=self.endpoint)
 
     def delete(self, key: str | bytes) -> int:
         """Delete one key; returns how many keys were deleted (0 or 1)."""

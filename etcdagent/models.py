@@ -7,6 +7,7 @@ Construct from gateway JSON with ``Model.from_gateway(payload)``; construct by f
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -139,6 +140,33 @@ class Alarm(_Model):
 
 class AlarmList(_Model):
     alarms: tuple[Alarm, ...] = ()
+
+
+class KeyValue(_Model):
+    """One key of a range answer (keys and values are base64 in the gateway's JSON)."""
+
+    key: bytes
+    value: bytes = b""
+    create_revision: int = Field(default=0, ge=0)
+    mod_revision: int = Field(default=0, ge=0)
+    version: int = Field(default=0, ge=0)
+    lease: int = Field(default=0, ge=0)
+
+    @field_validator("key", "value", mode="before")
+    @classmethod
+    def _b64(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except ValueError:
+                raise ValueError("not base64") from None
+        return value
+
+
+class RangeAnswer(_Model):
+    revision: int = Field(default=0, validation_alias=AliasPath("header", "revision"), ge=0)
+    kvs: tuple[KeyValue, ...] = ()
+    count: int = Field(default=0, ge=0)
 
 
 class Histogram(BaseModel):

@@ -41,7 +41,7 @@ from pydantic_settings import (
 )
 
 from etcdagent.errors import ConfigError
-from etcdagent.units import parse_duration
+from etcdagent.units import parse_duration, parse_size
 
 ENV_PREFIX = "ETCDAGENT_"
 
@@ -215,6 +215,96 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class CompactionSettings(_Group):
+    """Compaction by revision, keeping a retention so watchers (kube-apiserver) keep history."""
+
+    retain: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] | None = Field(
+        default=300.0,
+        description="Keep at least this much history by time (default 5m, what kube-apiserver's "
+        "watchers need). Found from timestamped marker keys the agent writes under /etcdagent/ "
+        "on each run: until a marker is older than this, nothing is compacted by time.",
+    )
+    retain_revisions: int | None = Field(
+        default=None,
+        ge=0,
+        description="Keep at least this many revisions. With both set, the larger history wins.",
+    )
+    applied_timeout: Seconds = Field(
+        default=30.0,
+        description="How long to wait for every member to apply a compaction before going on.",
+    )
+
+    @model_validator(mode="after")
+    def _some_retention(self) -> CompactionSettings:
+        if self.retain_revisions is not None and "retain" not in self.model_fields_set:
+            # Asking for a revision count alone means that count, not count-or-5-minutes.
+            object.__setattr__(self, "retain", None)
+        if self.retain is None and self.retain_revisions is None:
+            raise ValueError("set retain (a duration) or retain_revisions (a count), or both")
+        return self
+
+
+class DefragSettings(_Group):
+    """When a member's defragmentation is worth it, and how carefully it is done."""
+
+    min_free_ratio: Ratio = Field(
+        default=0.45, description="Defragment when at least this share of the file is free..."
+    )
+    min_db_size: Bytes = Field(default=100 * 1024**2, description="...and the file is this big.")
+    quota_pressure: Ratio = Field(
+        default=0.80, description="Or when the file uses at least this share of the quota..."
+    )
+    min_reclaimable_under_pressure: Bytes = Field(
+        default=64 * 1024**2, description="...and at least this much can be reclaimed."
+    )
+    compact_first: bool = Field(
+        default=True, description="Compact (with the retention) before defragmenting."
+    )
+    move_leader: bool = Field(
+        default=False,
+        description="Move leadership to an already defragmented member before the leader's turn.",
+    )
+    wait_between: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = Field(
+        default=5.0, description="Pause between two members, after the first has caught up."
+    )
+    timeout_min: Seconds = Field(default=60.0, description="Defrag timeout floor.")
+    timeout_per_gib: Seconds = Field(
+        default=120.0,
+        description="Defrag timeout added per GiB of file (large files take minutes).",
+    )
+    timeout_max: Seconds = Field(default=1800.0, description="Defrag timeout cap.")
+    max_apply_lag: int = Field(
+        default=1000,
+        ge=0,
+        description="Gate: raft entries a member may have committed but not applied.",
+    )
+    recovery_timeout: Seconds = Field(
+        default=60.0,
+        description="How long a member may take to answer and catch up after its defrag.",
+    )
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> DefragSettings:
+        if self.timeout_min > self.timeout_max:
+            raise ValueError("timeout_min must not exceed timeout_max")
+        return self
+
+
+class LockSettings(_Group):
+    """The lease-based lock that keeps maintenance to one agent at a time, cluster-wide."""
+
+    ttl: Seconds = Field(
+        default=15.0, description="Lease TTL: how soon a killed agent's lock frees itself."
+    )
+    timeout: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = Field(
+        default=30.0, description="How long to wait for another agent's maintenance to end."
+    )
+
+
 class LogSettings(_Group):
     """Structured logs on stderr."""
 
@@ -255,6 +345,9 @@ class Settings(BaseSettings):
     tls: TLSSettings = Field(default_factory=TLSSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    compaction: CompactionSettings = Field(default_factory=CompactionSettings)
+    defrag: DefragSettings = Field(default_factory=DefragSettings)
+    lock: LockSettings = Field(default_factory=LockSettings)
 
     @classmethod
     def settings_customise_sources(

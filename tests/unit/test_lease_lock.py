@@ -1,0 +1,188 @@
+"""MaintenanceLock logic without etcd: waiting by an injected clock, failover order, loss."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+
+from etcdagent.client import MemberClient
+from etcdagent.errors import (
+    ClusterUnavailableError,
+    EtcdAuthError,
+    EtcdError,
+    EtcdUnreachableError,
+    LockBusyError,
+    LockLostError,
+)
+from etcdagent.lease_lock import MaintenanceLock, default_holder
+
+
+class FakeEtcd:
+    """Just enough of the gateway's lease and txn answers (shapes measured on 3.4/3.5)."""
+
+    def __init__(self) -> None:
+        self.leases: set[int] = set()
+        self.key: tuple[str, int] | None = None  # (holder, lease)
+        self.next_id = 100
+        self.calls: list[tuple[str, str]] = []  # (member, path)
+        self.apply_but_time_out_next_txn = False
+
+    def handle(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == "/lease/grant":
+            self.next_id += 1
+            self.leases.add(self.next_id)
+            return {"ID": str(self.next_id), "TTL": body["TTL"]}
+        if path == "/lease/keepalive":
+            lease = int(body["ID"])
+            return {"result": {"ID": body["ID"], **({"TTL": "15"} if lease in self.leases else {})}}
+        if path == "/kv/lease/revoke":
+            lease = int(body["ID"])
+            if lease not in self.leases:
+                raise EtcdError("requested lease not found", code=5, status=404)
+            self.leases.discard(lease)
+            if self.key is not None and self.key[1] == lease:
+                self.key = None
+            return {}
+        if path == "/kv/txn":
+            if self.key is None:
+                put = body["success"][0]["request_put"]
+                self.key = (base64.b64decode(put["value"]).decode(), int(put["lease"]))
+                if self.apply_but_time_out_next_txn:
+                    self.apply_but_time_out_next_txn = False
+                    raise EtcdUnreachableError("timed out", transient=True)
+                return {"succeeded": True}
+            kv = {"value": base64.b64encode(self.key[0].encode()).decode()}
+            kv["lease"] = str(self.key[1])
+            return {"responses": [{"response_range": {"kvs": [kv]}}]}
+        raise AssertionError(path)
+
+
+class FakeMember:
+    def __init__(self, etcd: FakeEtcd, name: str, error: EtcdError | None = None) -> None:
+        self.etcd = etcd
+        self.endpoint = name
+        self.error = error
+
+    def call(
+        self,
+        operation: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        self.etcd.calls.append((self.endpoint, path))
+        if self.error is not None:
+            raise self.error
+        return self.etcd.handle(path, body)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_lock(
+    members: Sequence[FakeMember], clock: FakeClock, holder: str = "me", ttl: float = 15.0
+) -> MaintenanceLock:
+    as_clients = cast(Sequence[MemberClient], members)
+    return MaintenanceLock(
+        lambda: as_clients, holder=holder, ttl=ttl, clock=clock, sleep=clock.sleep
+    )
+
+
+def test_busy_waits_by_the_injected_clock_then_gives_up_and_revokes() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    etcd.key = ("other pid 7 (defrag)", 1)
+    lock = make_lock([FakeMember(etcd, "m1")], clock)
+
+    with pytest.raises(LockBusyError, match="already running by other pid 7") as busy:
+        lock.acquire(timeout=1.2)
+    assert busy.value.holder == "other pid 7 (defrag)"
+    assert clock.sleeps == [0.5, 0.5, pytest.approx(0.2)]  # never past the deadline
+    assert etcd.leases == set()  # our lease did not outlive the attempt
+    assert not lock.held
+
+
+def test_timeout_zero_tries_once() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    etcd.key = ("other", 1)
+    with pytest.raises(LockBusyError):
+        make_lock([FakeMember(etcd, "m1")], clock).acquire(timeout=0)
+    assert clock.sleeps == []
+    assert [p for _, p in etcd.calls] == ["/lease/grant", "/kv/txn", "/kv/lease/revoke"]
+
+
+def test_transient_failure_moves_to_the_next_member_others_do_not() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    down = FakeMember(etcd, "m1", EtcdUnreachableError("refused", transient=True))
+    lock = make_lock([down, FakeMember(etcd, "m2")], clock)
+    lock.acquire(timeout=0)
+    assert etcd.calls[:3] == [("m1", "/lease/grant"), ("m2", "/lease/grant"), ("m1", "/kv/txn")]
+    lock.release()
+    assert etcd.key is None
+
+    denied = FakeMember(etcd, "m1", EtcdAuthError("permission denied"))
+    with pytest.raises(EtcdAuthError):
+        make_lock([denied, FakeMember(etcd, "m2")], clock).acquire(timeout=0)
+    assert etcd.calls[-1] == ("m1", "/lease/grant")
+
+
+def test_every_member_down_is_cluster_unavailable_and_release_stays_quiet() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    up = FakeMember(etcd, "m1")
+    lock = make_lock([up], clock)
+    lock.acquire(timeout=0)
+    up.error = EtcdUnreachableError("refused", transient=True)
+    lock.release()  # logs, does not raise: the lease expires by itself
+    assert not lock.held
+
+    with pytest.raises(ClusterUnavailableError, match="lock lease grant failed: refused"):
+        make_lock([up], clock).acquire(timeout=0)
+
+
+def test_a_txn_applied_but_unanswered_counts_as_ours() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    etcd.apply_but_time_out_next_txn = True
+    lock = make_lock([FakeMember(etcd, "m1"), FakeMember(etcd, "m2")], clock)
+    lock.acquire(timeout=0)  # m1 timed out after applying; m2's txn sees our own lease
+    assert lock.held and etcd.key == ("me", 101)
+    lock.release()
+
+
+def test_lost_after_a_ttl_without_renewal_and_release_stops_the_thread_at_once() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    lock = make_lock([FakeMember(etcd, "m1")], clock, ttl=30)  # renewal thread waits 10 s
+    lock.acquire(timeout=0)
+    clock.now += 29.9
+    lock.ensure_held()
+    clock.now += 0.2
+    with pytest.raises(LockLostError, match="not renewed for its whole TTL of 30s"):
+        lock.ensure_held()
+
+    started = time.monotonic()
+    lock.release()
+    assert time.monotonic() - started < 0.5
+    assert etcd.leases == set()
+
+
+def test_arguments_and_holder() -> None:
+    assert default_holder("defrag").startswith("etcdagent@")
+    assert default_holder("defrag").endswith(" (defrag)")
+    with pytest.raises(ValueError, match="ttl"):
+        make_lock([], FakeClock(), ttl=0.5)
+    with pytest.raises(ValueError, match="holder"):
+        make_lock([], FakeClock(), holder="")

@@ -35,9 +35,8 @@ def describe_step(step: Step, *, short: bool = False) -> str:
 def render_plan(entry: PhasePlan) -> list[str]:
     plan = entry.plan
     lines = [f"plan {entry.phase} ({entry.decided}):"]
-    names = {(s.member_id and f"{s.member_id:x}") or "": s.member_label for s in plan.steps}
     for number, step in enumerate(plan.steps, 1):
-        lines.append(f"  {number}. {describe_step(step, names)}")
+        lines.append(f"  {number}. {describe_step(step)}")
     for skip in plan.skipped:
         lines.append(f"  skip {skip.member_name}: {skip.reason}")
     for note in plan.notes:

@@ -209,9 +209,9 @@ def run_etcdagent(cluster: EtcdCluster) -> Maintenance:
         return result
     result.finished = time.monotonic()
     result.ok = proc.returncode == 0
-    result.detail = f"exit {proc.returncode}" + (
-        f": {proc.stderr.strip()[-500:]}" if proc.stderr.strip() else ""
-    )
+    result.detail = f"exit {proc.returncode}"
+    if not result.ok:  # its log (stderr) only matters when it failed
+        result.detail += f": {proc.stderr.strip()[-1000:]}"
     result.output = _parse_output(proc.stdout)
     return result
 
@@ -305,7 +305,7 @@ def _ts(value: Any) -> float:
 
 @dataclass(slots=True)
 class DefragLog:
-    """Defrag intervals from etcd's log lines, relative to the maintenance start (seconds)."""
+    """Defrag intervals from etcd's log lines, in seconds after the maintenance began."""
 
     intervals: list[tuple[str, float, float]] = field(default_factory=list)
     max_concurrent: int = 0
@@ -354,6 +354,8 @@ def defrag_log(
 
 @dataclass(slots=True)
 class ScenarioResult:
+    """Everything measured in one scenario (times in seconds, sizes in bytes)."""
+
     name: str
     leader_before: str
     leader_after: str
@@ -362,6 +364,7 @@ class ScenarioResult:
     sizes_before: dict[str, dict[str, int]]
     sizes_after: dict[str, dict[str, int]]
     maintenance: Maintenance
+    maintenance_offset: float  # when the maintenance began, seconds after the load started
     load: LoadSummary
     defrags: DefragLog
 
@@ -407,6 +410,7 @@ def run_scenario(cluster: EtcdCluster, name: str, args: argparse.Namespace) -> S
         sizes_before=sizes_before,
         sizes_after=_sizes(cluster),
         maintenance=maintenance,
+        maintenance_offset=maintenance.started - load.started_at,
         load=summary,
         defrags=defrag_log(cluster.members, offsets, maintenance.started + wall_offset),
     )
@@ -484,6 +488,7 @@ def to_json(res: ScenarioResult) -> dict[str, Any]:
             "output": res.maintenance.output,
         },
         "window_s": round(load.window, 3),
+        "maintenance_began_at_s": round(res.maintenance_offset, 3),
         "requests": load.requests,
         "ok": load.ok,
         "errors": load.errors,

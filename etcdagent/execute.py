@@ -221,25 +221,30 @@ class Executor:
             if self._monotonic() >= deadline or self.wait(0.2):
                 return "not confirmed applied on: " + ", ".join(pending)
 
-    def refresh_sizes(self) -> None:
-        """etcd updates a member's "in use" size at its next backend commit, not at compaction:
-        one small write makes the sizes the defrag decision reads current."""
-        snapshot = self.observe()
-        leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
-        if leader is None or leader.endpoint is None:
-            return
-        client = self.client_for(leader)
-        revision = client.put(REFRESH_KEY, self._clock().isoformat())
-        client.delete(REFRESH_KEY)
-        deadline = self._monotonic() + 5.0
-        while self._monotonic() < deadline:
+    def refresh_sizes(self, timeout: float = 5.0) -> None:
+        """Make the "in use" sizes current before deciding on them.
+
+        etcd updates a member's in-use size at its next backend commit, not at compaction, and
+        each member compacts on its own schedule. So: write (and delete) a small key, give the
+        backends a commit interval (100 ms by default), and repeat until every member's in-use
+        size stays the same twice in a row.
+        """
+        deadline = self._monotonic() + timeout
+        previous: dict[int, int | None] | None = None
+        while True:
             snapshot = self.observe()
-            if all(m.status is not None and m.status.revision >= revision for m in snapshot.voting):
-                break
-            if self.wait(0.05):
+            leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
+            if leader is None or leader.endpoint is None:
                 return
-        # The backend commits every 100 ms by default.
-        self.wait(0.25)
+            client = self.client_for(leader)
+            client.put(REFRESH_KEY, self._clock().isoformat())
+            client.delete(REFRESH_KEY)
+            if self.wait(0.15):
+                return
+            current = {m.member.id: m.db_size_in_use for m in self.observe().voting}
+            if current == previous or self._monotonic() >= deadline:
+                return
+            previous = current
 
     def _defrag(self, step: Step, started_at: datetime, t0: float) -> StepResult:
         snapshot = self.observe()

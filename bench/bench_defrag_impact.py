@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from loadgen import LoadGenerator, LoadSummary, summarize
+from loadgen import SLOW, LoadGenerator, LoadSummary, percentile, summarize, write_csv
 
 from etcdagent.testing import EtcdCluster, EtcdMember, etcd_binary, etcd_version, etcdctl_binary
 
@@ -366,6 +366,8 @@ class ScenarioResult:
     maintenance: Maintenance
     maintenance_offset: float  # when the maintenance began, seconds after the load started
     load: LoadSummary
+    p99_during: float  # p99 of the requests started while the maintenance ran (NaN: none)
+    p99_outside: float  # p99 of all the others
     defrags: DefragLog
 
 
@@ -400,6 +402,11 @@ def run_scenario(cluster: EtcdCluster, name: str, args: argparse.Namespace) -> S
         stop_at = time.monotonic()
         records = load.stop()
     summary = summarize(records, list(targets), load.started_at, stop_at)
+    if args.raw is not None:
+        write_csv(records, args.raw, load.started_at, name)
+    ok = [r for r in records if r.ok and r.end <= stop_at]
+    during = [r.latency for r in ok if maintenance.started <= r.start <= maintenance.finished]
+    outside = [r.latency for r in ok if not maintenance.started <= r.start <= maintenance.finished]
     cluster.wait_healthy(30)
     return ScenarioResult(
         name=name,
@@ -412,6 +419,8 @@ def run_scenario(cluster: EtcdCluster, name: str, args: argparse.Namespace) -> S
         maintenance=maintenance,
         maintenance_offset=maintenance.started - load.started_at,
         load=summary,
+        p99_during=percentile(during, 99),
+        p99_outside=percentile(outside, 99),
         defrags=defrag_log(cluster.members, offsets, maintenance.started + wall_offset),
     )
 
@@ -437,8 +446,8 @@ def _fmt_ratio(value: float | None) -> str:
 def print_table(results: Sequence[ScenarioResult]) -> None:
     header = (
         f"{'scenario':10} {'mode':10} {'wall s':>6} {'stall ms':>8} {'worst member':>14} "
-        f"{'p50 ms':>6} {'p99 ms':>7} {'max ms':>7} {'requests':>8} {'errors':>6} {'max conc':>8}"
-        "  order"
+        f"{'p50 ms':>6} {'p99 ms':>7} {'max ms':>7} {'slow':>4} {'requests':>8} {'errors':>6} "
+        f"{'max conc':>8}  order"
     )
     print(header)
     print("-" * len(header))
@@ -452,11 +461,13 @@ def print_table(results: Sequence[ScenarioResult]) -> None:
             f"{'-' if wall == 0 else f'{wall:.2f}':>6} "
             f"{_ms(res.load.cluster_stall):8.1f} "
             f"{f'{_ms(res.load.member_stall[worst]):.1f} {worst}':>14} "
-            f"{_ms(res.load.p50):6.1f} {_ms(res.load.p99):7.1f} {_ms(res.load.max_latency):7.1f} "
+            f"{_ms(res.load.p50):6.1f} {_ms(res.load.p99):7.1f} "
+            f"{_ms(res.load.max_latency):7.1f} {res.load.slow:4d} "
             f"{res.load.requests:8d} {res.load.errors:6d} {res.defrags.max_concurrent:8d}  {order}"
         )
     print(
         "  stall: longest time with no request completed on any member / on the worst member;\n"
+        f"  slow: requests that took >= {SLOW * 1000:.0f} ms;\n"
         "  max conc: most defrags running at once (etcd's log); order: defrag starts, * = leader"
     )
 
@@ -500,7 +511,10 @@ def to_json(res: ScenarioResult) -> dict[str, Any]:
         "worst_member_stall_ms": _ms(max(load.member_stall.values())),
         "p50_ms": _ms(load.p50),
         "p99_ms": _ms(load.p99),
+        "p99_during_maintenance_ms": None if math.isnan(res.p99_during) else _ms(res.p99_during),
+        "p99_outside_maintenance_ms": _ms(res.p99_outside),
         "max_latency_ms": _ms(load.max_latency),
+        f"slow_requests_over_{SLOW * 1000:.0f}ms": load.slow,
         "requests_per_member": load.per_member_requests,
         "defrags_from_etcd_log": {
             "max_concurrent": res.defrags.max_concurrent,
@@ -536,6 +550,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--garbage-value-kb", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="times each garbage key is written")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--raw", type=Path, help="also write every request to this CSV file")
     args = parser.parse_args(argv)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenario_list) - set(SCENARIOS)

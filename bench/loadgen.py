@@ -14,25 +14,30 @@ Every request is recorded: member, op, start, end (``time.monotonic``), ok or th
 from __future__ import annotations
 
 import base64
+import csv
 import itertools
 import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import requests
 
 __all__ = [
+    "SLOW",
     "LoadGenerator",
     "LoadSummary",
     "RequestRecord",
     "longest_gap",
     "percentile",
     "summarize",
+    "write_csv",
 ]
 
+SLOW = 0.1  # seconds: a request this slow was blocked, not merely queued behind others
 _VALUE = base64.b64encode(b"v" * 64).decode("ascii")
 
 
@@ -50,6 +55,27 @@ class RequestRecord:
     @property
     def latency(self) -> float:
         return self.end - self.start
+
+
+def write_csv(records: Iterable[RequestRecord], path: Path, origin: float, scenario: str) -> None:
+    """Append records as CSV rows (times in seconds after ``origin``), header on a new file."""
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["scenario", "member", "op", "start", "end", "ok", "error"])
+        for rec in records:
+            writer.writerow(
+                [
+                    scenario,
+                    rec.member,
+                    rec.op,
+                    f"{rec.start - origin:.6f}",
+                    f"{rec.end - origin:.6f}",
+                    int(rec.ok),
+                    rec.error or "",
+                ]
+            )
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -92,6 +118,7 @@ class LoadSummary:
     p50: float
     p99: float
     max_latency: float
+    slow: int  # ok requests that took at least SLOW seconds (blocked ones: p99 can hide them)
     per_member_requests: dict[str, int] = field(default_factory=dict)
 
 
@@ -126,6 +153,7 @@ def summarize(
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         max_latency=max(latencies, default=math.nan),
+        slow=sum(lat >= SLOW for lat in latencies),
         per_member_requests={name: sum(r.member == name for r in inside) for name in members},
     )
 

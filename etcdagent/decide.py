@@ -6,6 +6,7 @@ snapshots, and the daemon and the one-shot commands share one copy of each rule 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -158,7 +159,8 @@ def compaction_target(
 def _compact_step(
     snapshot: ClusterSnapshot, target: int, reason: str
 ) -> tuple[Step | None, str | None]:
-    """Compaction goes through raft, so it is sent to the leader (no forwarding)."""
+    """Compaction goes through raft: sent to the leader (no forwarding), or to another answering
+    voting member when the leader does not answer this agent."""
     leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id is not None else None
     via = leader if leader is not None and leader.reachable else None
     if via is None:
@@ -221,7 +223,10 @@ def defrag_worth(
     size = snap.db_size or 0
     free = snap.free or 0
     ratio = snap.fragmentation or 0.0
-    numbers = f"{ratio:.0%} free, {format_bytes(free)} reclaimable of {format_bytes(size)}"
+    # Rounded down: "45% free" must never describe a member below a 45% threshold.
+    numbers = (
+        f"{math.floor(ratio * 100)}% free, {format_bytes(free)} reclaimable of {format_bytes(size)}"
+    )
     quota_use = snap.quota_use
     if quota_use is not None:
         numbers += f", quota {quota_use:.0%} used"
@@ -395,38 +400,41 @@ def plan_recover(snapshot: ClusterSnapshot, settings: Settings) -> Plan:
         return Plan(command="recover", refusal=defrags.refusal, notes=tuple(notes))
     steps.extend(defrags.steps)
     notes.extend(defrags.notes)
-    over = recover_disarm_problem(snapshot)
+    over = recover_disarm_problem(snapshot, settings.defrag.recover_max_quota_use)
     if over is not None:
         notes.append(f"the alarm may stay armed: {over} (checked again after defragmentation)")
-    for alarm in nospace:
-        owner = snapshot.by_id(alarm.member_id)
-        steps.append(
-            Step(
-                kind=StepKind.DISARM,
-                reason="space reclaimed on every member",
-                member_id=alarm.member_id,
-                member_name=owner.member.name if owner else None,
-                alarm=alarm,
-            )
+    raised = ", ".join(
+        (owner.member.display_name if (owner := snapshot.by_id(a.member_id)) else a.member_id_hex)
+        for a in nospace
+    )
+    steps.append(
+        Step(
+            kind=StepKind.DISARM,
+            reason=f"space reclaimed on every member; deactivates each NOSPACE alarm listed then "
+            f"(now: {raised})",
+            alarm=nospace[0],
         )
+    )
     steps.append(
         Step(kind=StepKind.PROBE_WRITE, reason="prove that writes work again (put and delete)")
     )
     return Plan(command="recover", steps=tuple(steps), skipped=defrags.skipped, notes=tuple(notes))
 
 
-def recover_disarm_problem(snapshot: ClusterSnapshot) -> str | None:
-    """Why disarming would be pointless: the data in use alone fills the quota."""
+def recover_disarm_problem(
+    snapshot: ClusterSnapshot, max_quota_use: float = RECOVER_MAX_QUOTA_USE
+) -> str | None:
+    """Why disarming would be pointless: the data in use alone (nearly) fills the quota."""
     for snap in snapshot.voting:
         quota = snap.quota
         in_use = snap.db_size_in_use
         if quota is None or in_use is None:
             continue
-        limit = int(quota * RECOVER_MAX_QUOTA_USE)
+        limit = int(quota * max_quota_use)
         if in_use >= limit:
             return (
                 f"{snap.member.display_name} holds {format_bytes(in_use)} of live data against a "
-                f"{format_bytes(quota)} quota: delete at least {format_bytes(in_use - limit)} "
-                f"(to get below {RECOVER_MAX_QUOTA_USE:.0%}) or raise --quota-backend-bytes"
+                f"{format_bytes(quota)} quota: delete at least {format_bytes(in_use - limit + 1)} "
+                f"(to get below {max_quota_use:.0%}) or raise --quota-backend-bytes"
             )
     return None

@@ -399,26 +399,41 @@ class Executor:
             self.wait(0.05)
 
     def _disarm(self, step: Step, started_at: datetime, t0: float) -> StepResult:
+        """Deactivate every alarm of the planned kind that the alarm list shows now.
+
+        Each member raises its own NOSPACE alarm when it hits the quota, possibly after the plan
+        was made, so the list is read again here rather than trusted from the plan.
+        """
         assert step.alarm is not None
         snapshot = self.observe()
         via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
         if via is None:
             return self._result(step, StepStatus.FAILED, "no member answers")
         client = self.client_for(via)
-        listed = client.alarms()
-        if step.alarm not in listed:
+        listed = [a for a in client.alarms() if a.alarm is step.alarm.alarm]
+        if not listed:
             return self._result(
                 step,
                 StepStatus.ALREADY_DONE,
-                "the alarm is no longer listed",
+                f"no {step.alarm.alarm.value} alarm is listed",
                 started_at=started_at,
                 duration=self._monotonic() - t0,
             )
-        client.disarm(step.alarm)
+        for alarm in listed:
+            client.disarm(alarm)
+        remaining = [a for a in client.alarms() if a.alarm is step.alarm.alarm]
+        if remaining:
+            return self._result(
+                step,
+                StepStatus.FAILED,
+                "still listed after disarming: " + ", ".join(str(a) for a in remaining),
+                started_at=started_at,
+                duration=self._monotonic() - t0,
+            )
         return self._result(
             step,
             StepStatus.DONE,
-            f"disarmed {step.alarm}",
+            "disarmed " + ", ".join(str(a) for a in listed),
             started_at=started_at,
             duration=self._monotonic() - t0,
         )

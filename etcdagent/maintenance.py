@@ -392,7 +392,9 @@ class Maintenance:
             early = self._run_steps(report, before_disarm)
             if early is not None:
                 return self._end(report, early)
-            problem = recover_disarm_problem(self.executor.observe())
+            problem = recover_disarm_problem(
+                self.executor.observe(), self.settings.defrag.recover_max_quota_use
+            )
             if problem is not None:
                 for step in after:
                     report.results.append(

@@ -13,7 +13,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from etcdagent.errors import EtcdProtocolError
 
@@ -133,6 +141,11 @@ class Alarm(_Model):
     @property
     def member_id_hex(self) -> str:
         return member_id_hex(self.member_id)
+
+    @field_serializer("member_id")
+    def _hex(self, value: int) -> str:
+        """Hex in reports, like every other ID; the gateway calls use the int field itself."""
+        return member_id_hex(value)
 
     def __str__(self) -> str:
         return f"{self.alarm.value}@{self.member_id_hex}"

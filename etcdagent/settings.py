@@ -282,6 +282,11 @@ class DefragSettings(_Group):
         ge=0,
         description="Gate: raft entries a member may have committed but not applied.",
     )
+    recover_max_quota_use: Ratio = Field(
+        default=0.9,
+        description="NOSPACE recovery disarms only when the data in use is below this share of "
+        "the quota; above it, the next writes would raise the alarm again.",
+    )
     recovery_timeout: Seconds = Field(
         default=60.0,
         description="How long a member may take to answer and catch up after its defrag.",

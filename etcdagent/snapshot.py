@@ -90,7 +90,7 @@ class ClusterSnapshot(BaseModel):
 
     @property
     def voting(self) -> tuple[MemberSnapshot, ...]:
-        return tuple(m for m in self.members if not m.member.is_learner)
+        return tuple(m for m in self.members if not m.is_learner)
 
     @property
     def quorum(self) -> int:

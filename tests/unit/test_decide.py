@@ -497,7 +497,6 @@ def test_recover_compacts_defragments_every_voting_member_disarms_then_probes() 
         StepKind.DEFRAG,
         StepKind.DEFRAG,
         StepKind.DISARM,
-        StepKind.DISARM,
         StepKind.PROBE_WRITE,
     ]
     assert plan.steps[0].revision == 9000
@@ -505,8 +504,11 @@ def test_recover_compacts_defragments_every_voting_member_disarms_then_probes() 
     # m1 is not worth defragmenting by the sweep's rules, but recovery does every voting member.
     assert names(plan) == ["m3", "m2", "m1"]
     assert [s.member_name for s in plan.skipped] == ["l1"]
-    assert [(s.alarm and s.alarm.member_id) for s in plan.steps[4:6]] == [IDS["m1"], IDS["m3"]]
-    assert all(s.alarm and s.alarm.alarm is AlarmType.NOSPACE for s in plan.steps[4:6])
+    # One DISARM step deactivates every NOSPACE alarm listed when it runs (members raise their
+    # own alarms, possibly after planning); its reason names the ones raised now.
+    disarm = plan.steps[4]
+    assert disarm.alarm is not None and disarm.alarm.alarm is AlarmType.NOSPACE
+    assert "m1" in disarm.reason and "m3" in disarm.reason
     assert any("retention shortened" in n for n in plan.notes)
 
 

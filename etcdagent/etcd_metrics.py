@@ -37,6 +37,7 @@ _COUNTERS = {
     "etcd_server_slow_apply": "slow_apply",
 }
 _HISTOGRAMS = {
+    "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds": "compaction_duration",
     "etcd_disk_wal_fsync_duration_seconds": "wal_fsync",
     "etcd_disk_backend_commit_duration_seconds": "backend_commit",
     "etcd_disk_backend_defrag_duration_seconds": "defrag_duration",

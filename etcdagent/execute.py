@@ -34,6 +34,15 @@ PROBE_PREFIX = "/etcdagent/probe/"
 REFRESH_KEY = "/etcdagent/refresh"
 
 
+def _compactions_finished(snapshot: ClusterSnapshot) -> dict[int, float]:
+    """Per member, how many compactions it has finished since it started."""
+    return {
+        m.member.id: m.metrics.compaction_duration.count
+        for m in snapshot.members
+        if m.metrics is not None and m.metrics.compaction_duration is not None
+    }
+
+
 class StepStatus(StrEnum):
     DONE = "done"
     ALREADY_DONE = "already-done"
@@ -183,8 +192,9 @@ class Executor:
     def _compact(self, step: Step, started_at: datetime, t0: float) -> StepResult:
         assert step.revision is not None and step.endpoint is not None
         member = self.cluster.member(step.endpoint, step.member_name or "")
+        finished_before = _compactions_finished(self.observe())
         fresh = member.compact(step.revision)
-        applied = self.wait_compaction_applied(step.revision)
+        applied = self.wait_compaction_applied(step.revision, finished_before if fresh else None)
         message = (
             f"compacted to revision {step.revision}"
             if fresh
@@ -200,25 +210,37 @@ class Executor:
             warning=warning,
         )
 
-    def wait_compaction_applied(self, revision: int) -> str | None:
-        """Poll every member's compact revision (metrics) until all reached ``revision``.
+    def wait_compaction_applied(
+        self, revision: int, finished_before: dict[int, float] | None = None
+    ) -> str | None:
+        """Poll the members' metrics until every one has compacted to ``revision``.
 
-        Compaction is applied by each member on its own after the raft entry commits; a defrag
-        before that reclaims less. Returns a warning when it could not be confirmed in time.
+        Each member compacts on its own, in the background, after the raft entry commits, and a
+        defrag before it finishes reclaims less. Its compact revision is set when the compaction
+        is scheduled; the count of etcd_debugging_mvcc_db_compaction_total_duration grows when it
+        finishes, so both are checked (the count only when this run's compaction was new).
+        Returns a warning when it could not be confirmed in time.
         """
         deadline = self._monotonic() + self.settings.compaction.applied_timeout
-        pending: list[str] = []
         while True:
             snapshot = self.observe()
-            pending = []
+            finished_now = _compactions_finished(snapshot)
+            pending: list[str] = []
             for snap in snapshot.voting:
+                name = snap.member.display_name
                 if snap.metrics is None or snap.metrics.compact_revision is None:
-                    pending.append(f"{snap.member.display_name} (no metrics)")
+                    pending.append(f"{name} (no metrics)")
                 elif snap.metrics.compact_revision < revision:
-                    pending.append(snap.member.display_name)
+                    pending.append(name)
+                elif finished_before is not None and snap.member.id in finished_before:
+                    before = finished_before[snap.member.id]
+                    now = finished_now.get(snap.member.id)
+                    # A smaller count means the member restarted: it compacted at start-up.
+                    if now is not None and now == before:
+                        pending.append(f"{name} (still compacting)")
             if not pending:
                 return None
-            if self._monotonic() >= deadline or self.wait(0.2):
+            if self._monotonic() >= deadline or self.wait(0.1):
                 return "not confirmed applied on: " + ", ".join(pending)
 
     def refresh_sizes(self, timeout: float = 5.0) -> None:

@@ -306,7 +306,14 @@ class Maintenance:
                 Outcome.NOTHING_TO_DO if plan.nothing_to_do else Outcome.DONE,
                 plan.notes[0] if plan.notes else None,
             )
-        return self._end(report, self._run_steps(report, list(plan.steps)))
+        early = self._run_steps(report, list(plan.steps))
+        if early is None:
+            # So that `etcdagent status` right after shows what a defrag would reclaim.
+            try:
+                self.executor.refresh_sizes()
+            except EtcdError as exc:
+                report.notes.append(f"sizes not refreshed after compaction: {exc}")
+        return self._end(report, early)
 
     def defrag(self, *, force: bool = False) -> RunReport:
         report = self._report("defrag")

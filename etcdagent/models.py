@@ -204,6 +204,7 @@ class MemberMetrics(BaseModel):
     wal_fsync: Histogram | None = None
     backend_commit: Histogram | None = None
     defrag_duration: Histogram | None = None
+    compaction_duration: Histogram | None = None  # its count grows when a compaction finishes
     leader_changes: float | None = None
     has_leader: bool | None = None
     is_leader: bool | None = None

@@ -116,8 +116,9 @@ class Executor:
         """Sleep that a stop request interrupts; True when interrupted."""
         return self.stop.wait(max(0.0, seconds))
 
-    def observe(self) -> ClusterSnapshot:
-        snapshot = take_snapshot(self.cluster)
+    def observe(self, *, with_metrics: bool = True) -> ClusterSnapshot:
+        """A fresh snapshot; polling loops pass ``with_metrics=False`` to spare the members."""
+        snapshot = take_snapshot(self.cluster, with_metrics=with_metrics)
         self.last_snapshot = snapshot
         return snapshot
 
@@ -254,7 +255,7 @@ class Executor:
         deadline = self._monotonic() + timeout
         previous: dict[int, int | None] | None = None
         while True:
-            snapshot = self.observe()
+            snapshot = self.observe(with_metrics=False)
             leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
             if leader is None or leader.endpoint is None:
                 return
@@ -263,7 +264,9 @@ class Executor:
             client.delete(REFRESH_KEY)
             if self.wait(0.15):
                 return
-            current = {m.member.id: m.db_size_in_use for m in self.observe().voting}
+            current = {
+                m.member.id: m.db_size_in_use for m in self.observe(with_metrics=False).voting
+            }
             if current == previous or self._monotonic() >= deadline:
                 return
             previous = current
@@ -349,7 +352,7 @@ class Executor:
         target_index: int | None = None
         last = "it did not answer"
         while True:
-            snapshot = self.observe()
+            snapshot = self.observe(with_metrics=False)
             snap = snapshot.by_id(member_id)
             leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
             if snap is not None and snap.status is not None:
@@ -396,7 +399,7 @@ class Executor:
         self.client_for(leader).move_leader(step.target_id)
         deadline = self._monotonic() + self.settings.defrag.recovery_timeout
         while True:
-            snapshot = self.observe()
+            snapshot = self.observe(with_metrics=False)
             if snapshot.leader_id == step.target_id and all(
                 m.status is not None and m.status.leader == step.target_id
                 for m in snapshot.voting
@@ -427,7 +430,7 @@ class Executor:
         was made, so the list is read again here rather than trusted from the plan.
         """
         assert step.alarm is not None
-        snapshot = self.observe()
+        snapshot = self.observe(with_metrics=False)
         via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
         if via is None:
             return self._result(step, StepStatus.FAILED, "no member answers")
@@ -461,7 +464,7 @@ class Executor:
         )
 
     def _probe(self, step: Step, started_at: datetime, t0: float) -> StepResult:
-        snapshot = self.observe()
+        snapshot = self.observe(with_metrics=False)
         leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
         via = leader or next((m for m in snapshot.voting if m.reachable), None)
         if via is None:

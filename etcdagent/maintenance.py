@@ -53,6 +53,7 @@ class PhasePlan(BaseModel):
     phase: str
     decided: str
     plan: Plan
+    provisional: bool = False  # made before a compaction that will change the sizes
 
 
 class RunReport(BaseModel):
@@ -126,8 +127,16 @@ class Maintenance:
     def _report(self, command: str) -> RunReport:
         return RunReport(command=command, dry_run=self.dry_run, started_at=self.clock())
 
-    def _decided(self, report: RunReport, phase: str, decided: str, plan: Plan) -> Plan:
-        entry = PhasePlan(phase=phase, decided=decided, plan=plan)
+    def _decided(
+        self,
+        report: RunReport,
+        phase: str,
+        decided: str,
+        plan: Plan,
+        *,
+        provisional: bool = False,
+    ) -> Plan:
+        entry = PhasePlan(phase=phase, decided=decided, plan=plan, provisional=provisional)
         report.plans.append(entry)
         self.listener.plan(entry)
         if plan.refusal:
@@ -333,8 +342,11 @@ class Maintenance:
         first = self._decided(
             report,
             "defrag",
-            "on the sizes before compaction (decided again after it)" if will_compact else "now",
+            "on today's sizes, before the compaction frees anything; decided again after it"
+            if will_compact
+            else "now",
             plan_defrag(snapshot, self.settings, force=force),
+            provisional=will_compact,
         )
         if self.dry_run:
             outcome = (

@@ -43,6 +43,10 @@ def render_plan(entry: PhasePlan) -> list[str]:
         lines.append(f"  note: {note}")
     if plan.refusal:
         lines.append(f"  refused: {plan.refusal}")
+    elif not plan.steps and entry.provisional:
+        lines.append(
+            "  no member is worth it on today's sizes: a real run decides after compacting"
+        )
     elif not plan.steps:
         lines.append("  nothing to do")
     return lines

@@ -96,7 +96,9 @@ def _assign_endpoints(cluster: ClusterClient, members: tuple[Member, ...]) -> di
     return assigned
 
 
-def _observe_member(cluster: ClusterClient, member: Member, endpoint: str | None) -> MemberSnapshot:
+def _observe_member(
+    cluster: ClusterClient, member: Member, endpoint: str | None, with_metrics: bool = True
+) -> MemberSnapshot:
     if not member.started:
         return MemberSnapshot(
             member=member,
@@ -126,7 +128,9 @@ def _observe_member(cluster: ClusterClient, member: Member, endpoint: str | None
     except EtcdError as exc:
         error = str(exc)
         silent = isinstance(exc, EtcdUnreachableError | EtcdTLSError)
-    if silent:
+    if not with_metrics:
+        metrics_error = "not scraped (status only)"
+    elif silent:
         # Asking again on another path would only double the wait for a member that is down.
         metrics_error = "not scraped: the member does not answer"
     else:
@@ -164,17 +168,23 @@ def _check_credentials(cluster: ClusterClient, snapshot: ClusterSnapshot) -> Non
             return
 
 
-def take_snapshot(cluster: ClusterClient, *, workers: int = 16) -> ClusterSnapshot:
+def take_snapshot(
+    cluster: ClusterClient, *, workers: int = 16, with_metrics: bool = True
+) -> ClusterSnapshot:
     """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers.
 
     ``workers`` bounds how many members are asked at once (1 = one after another, the baseline
-    of bench/bench_status.py).
+    of bench/bench_status.py). ``with_metrics=False`` skips the /metrics scrapes (~150 KB each,
+    rendered by the member): for tight polling loops that only need the statuses.
     """
     member_list, via = discover(cluster)
     assigned = _assign_endpoints(cluster, member_list.members)
     members = member_list.members
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(members)))) as pool:
-        futures = [pool.submit(_observe_member, cluster, m, assigned.get(m.id)) for m in members]
+        futures = [
+            pool.submit(_observe_member, cluster, m, assigned.get(m.id), with_metrics)
+            for m in members
+        ]
         snaps = tuple(f.result() for f in futures)
     # Alarms come from the statuses' "errors": answered locally, so they stay visible without a
     # leader, when the alarm list call (it goes through raft) would fail.

@@ -434,3 +434,25 @@ def test_sigterm_mid_sweep_finishes_the_current_step_and_releases_the_lock(
 def reserved_lock_free(cluster: EtcdCluster) -> bool:
     key = base64.b64encode(b"/etcdagent/lock").decode()
     return "kvs" not in cluster.request(cluster.members[0], "kv/range", {"key": key})
+
+
+def test_timed_out_defrag_is_not_retried_but_waited_for(etcd_cluster: EtcdCluster) -> None:
+    """A client-side timeout does not cancel a defrag: the agent must not send a second one."""
+    cluster = etcd_cluster
+    known = fragment(cluster)
+    cluster.write_garbage(n_keys=300, value_size=64 * 1024, rounds=3)
+
+    code, report, err = run(
+        "defrag", "--endpoints", cluster.endpoints[0], "--retain-revisions", "0",
+        env={"ETCDAGENT_DEFRAG__TIMEOUT_MIN": "1ms", "ETCDAGENT_DEFRAG__TIMEOUT_MAX": "1ms"},
+    )  # fmt: skip
+
+    assert code == 0, (report, err)
+    defrags = [r for r in report["results"] if r["step"]["kind"] == "defrag"]
+    assert [r["status"] for r in defrags] == ["done"] * 3
+    assert all("instead of retrying" in (r["warning"] or "") for r in defrags)
+    assert all(r["reclaimed"] > 0 for r in defrags)  # the member finished it anyway
+    intervals = defrag_intervals(cluster)
+    assert sorted(i.member for i in intervals) == ["m1", "m2", "m3"]  # one each: no retry
+    assert max_concurrent_defrags(intervals) == 1
+    assert_intact(cluster, known)

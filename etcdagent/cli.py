@@ -393,5 +393,63 @@ def recover(dry_run: bool, output: str, **options: Any) -> None:
     _run_maintenance(settings, output, dry_run, lambda m: m.recover())
 
 
+@cli.command()
+@connection_options
+@retention_options
+@defrag_options
+@click.option(
+    "--once", is_flag=True, help="CronJob mode: one full pass (watch, decide, act), exit 0 or 1."
+)
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="With --once: push the agent's metrics to this Pushgateway before exiting.",
+)
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Address of /metrics, /healthz and /readyz (default 0.0.0.0:9479).",
+)
+@click.option(
+    "--local-member",
+    metavar="NAME|URL",
+    help="Defragment only this member (DaemonSet mode); the others are watched.",
+)
+@click.option("--interval", metavar="DURATION", help="Time between cycles (default 15s).")
+@handle_errors
+def run(once: bool, **options: Any) -> None:
+    """Run the agent: watch every member, maintain inside windows, recover from emergencies.
+
+    Serves /metrics, /healthz and /readyz. SIGTERM: no new step starts, the running one
+    finishes or times out, the lock is released, exit within the grace period. SIGHUP reloads
+    the config file. Exit 2 on bad configuration at start.
+    """
+    extra: dict[str, dict[str, Any]] = {}
+    for flag, field in (
+        ("pushgateway", "pushgateway"),
+        ("listen", "listen"),
+        ("local_member", "local_member"),
+        ("interval", "interval"),
+    ):
+        value = options.pop(flag, None)
+        if value is not None:
+            extra.setdefault("daemon", {})[field] = value
+    for flag, (group, field) in _MAINTENANCE_FLAGS.items():
+        value = options.pop(flag, None)
+        if value is not None:
+            extra.setdefault(group, {})[field] = value
+    snapshot_of_options = dict(options)
+    settings = settings_from_flags(options, extra)
+
+    def reload() -> Settings:
+        # SIGHUP: the same flags over a fresh read of the environment and the config file.
+        return settings_from_flags(dict(snapshot_of_options), extra)
+
+    from etcdagent.daemon import Daemon  # the daemon's imports are not needed by other commands
+
+    daemon = Daemon(reload, initial=settings, once=once)
+    sys.exit(daemon.run_once() if once else daemon.run())
+
+
 def main() -> None:
     cli(prog_name="etcdagent")

@@ -264,6 +264,7 @@ def plan_defrag(
     command: str = "defrag",
     reason_prefix: str = "",
     no_spare_ok: bool = False,
+    local: str | None = None,
 ) -> Plan:
     """Which members to defragment, in which order, or why none.
 
@@ -291,6 +292,15 @@ def plan_defrag(
         if not worth and not force:
             skipped.append(Skip(member_id=snap.member.id, member_name=name, reason=numbers))
             continue
+        if local is not None and not is_local(snap, local):
+            skipped.append(
+                Skip(
+                    member_id=snap.member.id,
+                    member_name=name,
+                    reason=f"{numbers}; left to its own replica (this one maintains {local})",
+                )
+            )
+            continue
         problem = quorum_failure(snapshot, snap)
         if problem is not None and not no_spare_ok:
             return Plan(
@@ -299,7 +309,10 @@ def plan_defrag(
                 skipped=tuple(skipped),
             )
         chosen.append((snap, numbers + (" (forced)" if force and not worth else "")))
-    by_id = dict((s.member.id, why) for s, why in chosen)
+    if local is not None:
+        chosen, waiting = _leader_waits(snapshot, chosen, defrag, force)
+        skipped.extend(waiting)
+    by_id = {s.member.id: why for s, why in chosen}
     ordered = _order(snapshot, [s for s, _ in chosen])
     steps: list[Step] = []
     notes: list[str] = []
@@ -351,6 +364,45 @@ def plan_defrag(
         )
         done.append(snap)
     return Plan(command=command, steps=tuple(steps), skipped=tuple(skipped), notes=tuple(notes))
+
+
+def is_local(snap: MemberSnapshot, local: str) -> bool:
+    """``--local-member`` matches a member by name or by one of its client URLs."""
+    wanted = local.rstrip("/")
+    return snap.member.name == wanted or wanted in (u.rstrip("/") for u in snap.member.client_urls)
+
+
+def _leader_waits(
+    snapshot: ClusterSnapshot,
+    chosen: list[tuple[MemberSnapshot, str]],
+    settings: DefragSettings,
+    force: bool,
+) -> tuple[list[tuple[MemberSnapshot, str]], list[Skip]]:
+    """A replica whose member is the leader leaves it alone while a follower still needs a
+    defrag: across replicas too, followers go first and the leader last."""
+    leader = snapshot.leader_id
+    pending = [
+        m.member.display_name
+        for m in snapshot.voting
+        if m.member.id != leader and (force or defrag_worth(m, settings)[0])
+    ]
+    if not pending:
+        return chosen, []
+    kept: list[tuple[MemberSnapshot, str]] = []
+    waiting: list[Skip] = []
+    for snap, why in chosen:
+        if snap.member.id == leader:
+            waiting.append(
+                Skip(
+                    member_id=snap.member.id,
+                    member_name=snap.member.display_name,
+                    reason=f"{why}; the leader waits until the followers are done "
+                    f"({', '.join(pending)} still to do)",
+                )
+            )
+        else:
+            kept.append((snap, why))
+    return kept, waiting
 
 
 def _new_leader(snapshot: ClusterSnapshot, done: list[MemberSnapshot]) -> MemberSnapshot | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -107,6 +107,7 @@ class Executor:
         self._monotonic = monotonic
         self._clock = clock
         self._ensure_lock = ensure_lock
+        self.deadline: datetime | None = None  # end of the maintenance window, if any
         self.busy_member: int | None = None  # the member whose requests block right now
         self.last_snapshot: ClusterSnapshot | None = None
 
@@ -289,6 +290,16 @@ class Executor:
             )
         assert target.status is not None
         size_before = target.status.db_size
+        if self.deadline is not None:
+            estimate = size_before / max(1, self.settings.defrag.estimated_rate)
+            if self._clock() + timedelta(seconds=estimate) > self.deadline:
+                return self._result(
+                    step,
+                    StepStatus.SKIPPED,
+                    f"would overrun the maintenance window (ends {self.deadline:%H:%M:%S} UTC; "
+                    f"estimated {format_duration(estimate)} for {format_bytes(size_before)})",
+                    started_at=started_at,
+                )
         timeout = defrag_timeout(size_before, self.settings.defrag)
         client = self.client_for(target)
         self.busy_member = target.member.id

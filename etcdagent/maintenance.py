@@ -104,6 +104,7 @@ class Maintenance:
         self.cluster = cluster
         self.settings = settings
         self.dry_run = dry_run
+        self.local_member = settings.daemon.local_member
         self.stop = stop or threading.Event()
         self.listener = listener or PlanListener()
         self.clock = clock
@@ -324,8 +325,14 @@ class Maintenance:
                 report.notes.append(f"sizes not refreshed after compaction: {exc}")
         return self._end(report, early)
 
-    def defrag(self, *, force: bool = False) -> RunReport:
+    def defrag(self, *, force: bool = False, deadline: datetime | None = None) -> RunReport:
+        """Compact (unless disabled), then defragment the members worth it, one at a time.
+
+        ``deadline`` (the end of the maintenance window) keeps a defrag that would overrun it from
+        starting.
+        """
         report = self._report("defrag")
+        self.executor.deadline = deadline
         snapshot = self.executor.observe()
         compaction: Plan | None = None
         if self.settings.defrag.compact_first:
@@ -345,7 +352,7 @@ class Maintenance:
             "on today's sizes, before the compaction frees anything; decided again after it"
             if will_compact
             else "now",
-            plan_defrag(snapshot, self.settings, force=force),
+            plan_defrag(snapshot, self.settings, force=force, local=self.local_member),
             provisional=will_compact,
         )
         if self.dry_run:
@@ -361,6 +368,8 @@ class Maintenance:
             return self._finish(report, outcome, first.refusal)
         if first.refusal and not will_compact:
             return self._finish(report, Outcome.REFUSED, first.refusal)
+        if first.nothing_to_do and not will_compact:
+            return self._finish(report, Outcome.NOTHING_TO_DO)
         busy = self._acquire_lock(report)
         if busy is not None:
             return self._finish(report, Outcome.REFUSED, busy)
@@ -378,7 +387,7 @@ class Maintenance:
                     report,
                     "defrag",
                     "after compaction",
-                    plan_defrag(snapshot, self.settings, force=force),
+                    plan_defrag(snapshot, self.settings, force=force, local=self.local_member),
                 )
             else:
                 plan = first

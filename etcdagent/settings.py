@@ -42,6 +42,7 @@ from pydantic_settings import (
 
 from etcdagent.errors import ConfigError
 from etcdagent.units import parse_duration, parse_size
+from etcdagent.windows import MaintenanceWindow
 
 ENV_PREFIX = "ETCDAGENT_"
 
@@ -202,6 +203,94 @@ class AuthSettings(_Group):
         return None
 
 
+class GateSettings(_Group):
+    """Conditions checked before maintenance starts; each one blocking is reported by name.
+
+    Defaults follow the alert thresholds of etcd-mixin (contrib/mixin in etcd-io/etcd).
+    """
+
+    wal_fsync_p99_max: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = Field(
+        default=0.5,
+        description="Block while any member's WAL fsync p99 over the lookback exceeds "
+        "this (etcdHighFsyncDurations warns at 0.5 s).",
+    )
+    backend_commit_p99_max: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = Field(
+        default=0.25,
+        description="Block while any member's backend commit p99 exceeds "
+        "this (etcdHighCommitDurations: 0.25 s).",
+    )
+    max_leader_changes: int = Field(
+        default=3, ge=0, description="Block after more leader changes than this in the lookback."
+    )
+    max_request_rate: float | None = Field(
+        default=1000.0,
+        ge=0,
+        description="Traffic gate for windows: block while the cluster serves more unary gRPC "
+        "requests per second than this (a window that is not actually quiet is skipped). "
+        "Null disables it.",
+    )
+
+
+class EmergencySettings(_Group):
+    """Triggers that act outside maintenance windows, each switchable."""
+
+    nospace: bool = Field(default=True, description="A NOSPACE alarm starts recovery at once.")
+    quota: bool = Field(
+        default=True,
+        description="Quota pressure starts compaction and defragmentation outside windows, "
+        "still behind the safety gates.",
+    )
+    quota_use: Ratio = Field(default=0.9, description="Quota pressure: file / quota at least this.")
+    time_to_quota: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] | None = Field(
+        default=3600.0,
+        description="Quota pressure: the predicted time until the quota is reached (from the "
+        "growth over the lookback) is shorter than this. Null disables it.",
+    )
+
+
+class DaemonSettings(_Group):
+    """The long-running agent (`etcdagent run`)."""
+
+    interval: Seconds = Field(default=15.0, description="Time between two monitoring cycles.")
+    lookback: Seconds = Field(
+        default=300.0,
+        description="Window over which p99 latencies, leader changes, traffic and growth are "
+        "computed from the members' metrics.",
+    )
+    listen: str = Field(
+        default="0.0.0.0:9479",
+        description="Address of the HTTP server for /metrics, /healthz and /readyz.",
+    )
+    local_member: str | None = Field(
+        default=None,
+        description="Defragment only this member (name or client URL): a DaemonSet replica "
+        "maintains its own node's member and watches the others.",
+    )
+    compaction_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = Field(
+        default=300.0,
+        description="Compact (with the retention) this often, inside or outside windows; 0 "
+        "disables the periodic compaction.",
+    )
+    grace_period: Seconds = Field(
+        default=30.0,
+        description="On SIGTERM: no new step starts; the process exits at the latest after this.",
+    )
+    error_backoff_max: Seconds = Field(
+        default=300.0, description="Longest pause after failing cycles (doubles per failure)."
+    )
+    pushgateway: str | None = Field(
+        default=None, description="With `run --once`: push the metrics to this Pushgateway URL."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r}: expected host:port, e.g. 0.0.0.0:9479")
+        return value
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"
     JSON = "json"
@@ -282,6 +371,11 @@ class DefragSettings(_Group):
         ge=0,
         description="Gate: raft entries a member may have committed but not applied.",
     )
+    estimated_rate: Bytes = Field(
+        default=50 * 1024**2,
+        description="Bytes per second a defrag is assumed to rewrite, to estimate its duration: "
+        "a defrag that would overrun the maintenance window's end is not started.",
+    )
     recover_max_quota_use: Ratio = Field(
         default=0.9,
         description="NOSPACE recovery disarms only when the data in use is below this share of "
@@ -353,6 +447,15 @@ class Settings(BaseSettings):
     compaction: CompactionSettings = Field(default_factory=CompactionSettings)
     defrag: DefragSettings = Field(default_factory=DefragSettings)
     lock: LockSettings = Field(default_factory=LockSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    emergency: EmergencySettings = Field(default_factory=EmergencySettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    windows: list[MaintenanceWindow] = Field(
+        default_factory=list,
+        description="Maintenance windows: planned maintenance starts only inside one. Each is "
+        "a cron schedule, a duration and a timezone, e.g. {schedule: '0 2 * * *', duration: 1h, "
+        "timezone: Europe/Berlin}. Emergencies do not wait for a window.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ import io
 import socket
 import socketserver
 import threading
+import urllib.error
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,7 @@ REQUEST_TIMEOUT = 10.0  # seconds a connection may take to send its request
 _ALLOW = "GET, HEAD"
 _LINGER_SECONDS = 1.0  # after an error answer, how long to drain the client's unread input
 _LINGER_BYTES = 1024 * 1024
+_PUSH_REASON_BYTES = 500
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -359,7 +361,11 @@ def push(
             timeout=timeout,
         )
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, urllib.error.HTTPError):  # the Pushgateway says why in the body
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                reason += ": " + exc.read(_PUSH_REASON_BYTES).decode(errors="replace")
+        reason = " ".join(reason.split())
         raise EtcdAgentError(
             f"push to Pushgateway {_without_credentials(url)} failed: {reason}"
         ) from None

@@ -49,6 +49,12 @@ _COUNTERS = ("leader_changes", "grpc_unary_handled", "proposals_failed", "slow_a
 # binary), means the member restarted.
 _HISTOGRAMS = ("wal_fsync", "backend_commit", "defrag_duration", "compaction_duration")
 
+# process_start_time_seconds is boot time (whole seconds, read from /proc/stat on every scrape, and
+# moved by NTP) plus the process's ticks since boot, so it can shift by a second without any
+# restart (prometheus/client_golang#289). Only a larger move is a restart; a restart within that
+# tolerance of the previous start still shows as counters going down.
+_START_TIME_TOLERANCE = 2.0
+
 _RESTARTED = "the member restarted"
 _CLOCK_WENT_BACK = "the agent's clock went back"
 
@@ -149,7 +155,11 @@ def _restarted(last_known: dict[str, float | Histogram], metrics: MemberMetrics)
     """Whether ``metrics`` comes from another process than the samples already kept."""
     start = metrics.process_start_time
     known_start = last_known.get("process_start_time")
-    if start is not None and known_start is not None and start != known_start:
+    if (
+        start is not None
+        and isinstance(known_start, float)
+        and not abs(start - known_start) <= _START_TIME_TOLERANCE  # NaN counts as a change
+    ):
         return True
     for name in _COUNTERS:
         value = getattr(metrics, name)
@@ -171,7 +181,7 @@ def _restarted(last_known: dict[str, float | Histogram], metrics: MemberMetrics)
 
 def _remember(last_known: dict[str, float | Histogram], metrics: MemberMetrics) -> None:
     if metrics.process_start_time is not None:
-        last_known["process_start_time"] = metrics.process_start_time
+        last_known["process_start_time"] = float(metrics.process_start_time)
     for name in _COUNTERS:
         value = getattr(metrics, name)
         if value is not None:

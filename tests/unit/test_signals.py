@@ -246,6 +246,22 @@ def test_a_restart_is_detected_from_counters_when_the_start_time_is_missing() ->
     assert sig.not_enough_data == "1 sample since the member restarted; need 2"
 
 
+def test_a_start_time_wobbling_by_a_second_is_not_a_restart() -> None:
+    """The start time is boot time (whole seconds, moved by NTP) plus ticks since boot."""
+    history = SignalHistory(lookback=300)
+    starts = [START, START + 1, START, START - 1, START]
+    feed(
+        history,
+        [
+            metrics(15 * i, process_start_time=s, grpc_unary_handled=150.0 * i)
+            for i, s in enumerate(starts)
+        ],
+    )
+    sig = signals_at(history, 60)
+    assert sig.samples == 5
+    assert sig.request_rate == pytest.approx(10.0)
+
+
 def test_a_restart_is_detected_from_a_histogram_going_down() -> None:
     history = SignalHistory(lookback=300)
     big, small = hist({0.002: 5000}), hist({0.002: 10})
@@ -511,35 +527,91 @@ def test_a_member_upgraded_from_3_4_to_3_5_restarts_its_history() -> None:
 # -- never negative, NaN or infinite ---------------------------------------------------------------
 
 SMALL_LES = (0.01, 0.1, INF)
+FIELDS = ("leader_changes", "grpc_unary_handled", "wal_fsync", "backend_commit", "db_size")
 counters = st.none() | st.integers(0, 10**6).map(float) | st.sampled_from([0.0, 1e300, math.nan])
+
+
+def _cumulative(counts: list[int], les: tuple[float, ...] = SMALL_LES) -> Histogram:
+    buckets = tuple((le, float(sum(counts[: i + 1]))) for i, le in enumerate(les))
+    return Histogram(buckets=buckets, count=buckets[-1][1], sum=0.0)
+
+
 histograms = st.none() | st.builds(
-    lambda counts, les: Histogram(
-        buckets=tuple(
-            zip(les, [float(sum(counts[: i + 1])) for i in range(len(les))], strict=True)
-        ),
-        count=float(sum(counts)),
-        sum=0.0,
-    ),
+    _cumulative,
     st.lists(st.integers(0, 1000), min_size=3, max_size=3),
     st.sampled_from([SMALL_LES, (0.02, 0.1, INF), (*LES[:2], INF)]),
 )
-member_metrics = st.builds(
-    lambda **kw: kw,
-    process_start_time=st.sampled_from([None, START, START + 1]),
-    leader_changes=counters,
-    grpc_unary_handled=counters,
-    wal_fsync=histograms,
-    backend_commit=histograms,
-    db_size=st.none() | st.integers(0, 2**40),
-    quota=st.none() | st.integers(0, 2**34),
+# A scrape with arbitrary values: counters may go anywhere, even NaN or 1e300.
+raw = st.fixed_dictionaries(
+    {
+        "kind": st.just("raw"),
+        "process_start_time": st.sampled_from([None, START, START + 1]),
+        "leader_changes": counters,
+        "grpc_unary_handled": counters,
+        "wal_fsync": histograms,
+        "backend_commit": histograms,
+        "db_size": st.none() | st.integers(0, 2**40),
+        "quota": st.none() | st.integers(0, 2**34),
+    }
 )
+# A plausible next scrape: every counter grows, the file grows (or shrinks: a defrag), some
+# families may be missing from this page.
+grow = st.fixed_dictionaries(
+    {
+        "kind": st.just("grow"),
+        "requests": st.integers(0, 10_000),
+        "leader_changes": st.integers(0, 2),
+        "fsyncs": st.lists(st.integers(0, 100), min_size=3, max_size=3),
+        "db": st.integers(-(10**7), 10**7),
+        "missing": st.sets(st.sampled_from(FIELDS), max_size=2),
+    }
+)
+# The member restarted: counters start over, with or without a visible start time.
+restart = st.fixed_dictionaries({"kind": st.just("restart"), "start_time_known": st.booleans()})
+member_step = st.one_of(st.none(), grow, grow, grow, grow, grow, restart, raw)
 steps = st.lists(
     st.tuples(
         st.sampled_from([-20.0, 0.0, 0.001, 1.0, 15.0, 15.0, 15.0, 299.0, 700.0]),
-        st.dictionaries(st.sampled_from(["m1", "m2", "m3"]), st.none() | member_metrics),
+        st.dictionaries(st.sampled_from(["m1", "m2", "m3"]), member_step),
     ),
     max_size=40,
 )
+
+
+class _Member:
+    """The state of one simulated member across the steps."""
+
+    def __init__(self) -> None:
+        self.start = START
+        self.requests = 0.0
+        self.leaders = 0.0
+        self.fsyncs = [0, 0, 0]
+        self.db = 100 * MIB
+
+    def scrape(self, t: float, step: dict[str, Any]) -> MemberMetrics:
+        kind = step["kind"]
+        if kind == "raw":
+            return metrics(t, **{k: v for k, v in step.items() if k != "kind"})
+        if kind == "restart":
+            self.start += 1
+            self.requests = self.leaders = 0.0
+            self.fsyncs = [0, 0, 0]
+            start = self.start if step["start_time_known"] else None
+            return metrics(t, process_start_time=start, grpc_unary_handled=0.0, leader_changes=0)
+        self.requests += step["requests"]
+        self.leaders += step["leader_changes"]
+        self.fsyncs = [a + b for a, b in zip(self.fsyncs, step["fsyncs"], strict=True)]
+        self.db = max(0, self.db + step["db"])
+        values: dict[str, Any] = {
+            "leader_changes": self.leaders,
+            "grpc_unary_handled": self.requests,
+            "wal_fsync": _cumulative(self.fsyncs),
+            "backend_commit": _cumulative(self.fsyncs[::-1]),
+            "db_size": self.db,
+        }
+        for name in step["missing"]:
+            values[name] = None
+        return metrics(t, process_start_time=self.start, quota=2048 * MIB, **values)
 
 
 def _check(sig: MemberSignals) -> None:
@@ -564,14 +636,15 @@ def test_arbitrary_histories_never_give_negative_or_absurd_values(
     sequence: list[tuple[float, dict[str, dict[str, Any] | None]]], later: float
 ) -> None:
     history = SignalHistory(lookback=300, max_samples=50)
+    members = {name: _Member() for name in ("m1", "m2", "m3")}
     t = 0.0
     for dt, by_name in sequence:
         t += dt
-        history.observe(
-            cluster_at(
-                t, **{n: None if kw is None else metrics(t, **kw) for n, kw in by_name.items()}
-            )
-        )
+        scrapes = {
+            name: None if step is None else members[name].scrape(t, step)
+            for name, step in by_name.items()
+        }
+        history.observe(cluster_at(t, **scrapes))
         for now in (t, t + later):
             for sig in history.signals(at(now)).values():
                 _check(sig)

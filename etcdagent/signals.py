@@ -128,6 +128,11 @@ class MemberSignals(BaseModel):
     samples: int  # samples of this member within the lookback (since its last restart)
     wal_fsync_p99: float | None = None  # seconds
     backend_commit_p99: float | None = None  # seconds
+    # Observations behind each p99 in the lookback. 0 means the disk was idle (a quiet cluster
+    # may not fsync for minutes): the p99 is None because there is nothing to measure, which a
+    # latency gate can treat as open, unlike an unknown (None) count.
+    wal_fsyncs: int | None = None
+    backend_commits: int | None = None
     leader_changes: int | None = None  # increase of the leader changes counter in the lookback
     request_rate: float | None = None  # unary gRPC requests per second over the lookback
     db_growth_rate: float | None = None  # bytes/s, least-squares slope of db_size in the lookback
@@ -211,11 +216,17 @@ def _counter_delta(points: list[_Sample], name: str) -> tuple[float, float] | No
     return delta, t1 - t0
 
 
-def _p99(points: list[_Sample], name: str) -> float | None:
+def _p99(points: list[_Sample], name: str) -> tuple[float | None, int | None]:
+    """(p99, observations) of a histogram between the oldest and newest points that have it."""
     have = [h for p in points if (h := getattr(p.metrics, name)) is not None]
     if len(have) < 2:
-        return None
-    return _finite_non_negative(histogram_quantile(0.99, have[0], have[-1]))
+        return None, None
+    older, newer = have[0], have[-1]
+    p99 = _finite_non_negative(histogram_quantile(0.99, older, newer))
+    if not newer.buckets or not older.buckets:
+        return p99, None
+    observed = _finite_non_negative(newer.buckets[-1][1] - older.buckets[-1][1])
+    return p99, None if observed is None else round(observed)
 
 
 def _growth(window: list[_Sample]) -> tuple[float, int] | None:
@@ -356,6 +367,8 @@ class SignalHistory:
         leader = _counter_delta(points, "leader_changes")
         requests = _counter_delta(points, "grpc_unary_handled")
         growth = _growth(window)
+        wal_fsync_p99, wal_fsyncs = _p99(points, "wal_fsync")
+        backend_commit_p99, backend_commits = _p99(points, "backend_commit")
         time_to_quota: float | None = None
         if growth is not None and growth[0] > 0 and history.quota:
             rate, size = growth
@@ -363,8 +376,10 @@ class SignalHistory:
         return MemberSignals(
             member_id=member_id,
             samples=len(window),
-            wal_fsync_p99=_p99(points, "wal_fsync"),
-            backend_commit_p99=_p99(points, "backend_commit"),
+            wal_fsync_p99=wal_fsync_p99,
+            wal_fsyncs=wal_fsyncs,
+            backend_commit_p99=backend_commit_p99,
+            backend_commits=backend_commits,
             leader_changes=None if leader is None else round(leader[0]),
             request_rate=None
             if requests is None

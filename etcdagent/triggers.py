@@ -71,14 +71,26 @@ def evaluate_gates(
     health = cluster_gate_failures(snapshot, settings.defrag)
     if health:
         result["cluster_health"] = "; ".join(health)
-    for gate, attr, limit in (
-        ("wal_fsync_p99", "wal_fsync_p99", gates.wal_fsync_p99_max),
-        ("backend_commit_p99", "backend_commit_p99", gates.backend_commit_p99_max),
+    for gate, attr, count_attr, limit in (
+        ("wal_fsync_p99", "wal_fsync_p99", "wal_fsyncs", gates.wal_fsync_p99_max),
+        (
+            "backend_commit_p99",
+            "backend_commit_p99",
+            "backend_commits",
+            gates.backend_commit_p99_max,
+        ),
     ):
         problems = []
         for snap in snapshot.voting:
             sig = signals.get(snap.member.id)
             value = getattr(sig, attr) if sig is not None else None
+            if (
+                value is None
+                and sig is not None
+                and sig.not_enough_data is None
+                and (getattr(sig, count_attr) == 0)
+            ):
+                continue  # enough samples, no disk write in the lookback: an idle member is fine
             if value is None:
                 why = sig.not_enough_data if sig is not None else None
                 problems.append(f"{snap.member.display_name}: not enough data ({why or 'none'})")

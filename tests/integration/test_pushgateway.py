@@ -190,7 +190,8 @@ def test_a_refused_push_is_an_agent_error(pushgateway: str) -> None:
         push(registry, pushgateway, job="other", timeout=5)
     message = str(caught.value)
     assert message.startswith(f"push to Pushgateway {pushgateway} failed: HTTP Error 400")
-    assert "is not a COUNTER" in message  # the Pushgateway's own reason
+    # The Pushgateway's own reason ("... is not a COUNTER" or "GAUGE": whichever it read first).
+    assert "inconsistent with existing metrics" in message
     assert "\n" not in message
 
 

@@ -175,7 +175,9 @@ def test_a_recent_fsync_spike_shows_in_the_window_p99_not_in_the_cumulative_one(
     # 1,000 fsyncs in the window, 20 of them in (0.512, 1.024]: rank 990 is the 10th of those 20
     assert sig.wal_fsync_p99 == pytest.approx(0.512 + 0.512 * 10 / 20)
     assert histogram_quantile(0.99, None, total) == pytest.approx(0.00099, rel=0.01)
+    assert sig.wal_fsyncs == 1000
     assert sig.backend_commit_p99 is None  # no commit at all in the window
+    assert sig.backend_commits == 0  # idle, not unknown
     assert sig.samples == 21
     assert sig.not_enough_data is None
 
@@ -507,6 +509,7 @@ def test_real_pages_of_an_idle_member() -> None:
         sig = signals_at(history, 15)
         assert sig.samples == 2
         assert sig.wal_fsync_p99 is None  # no fsync between the scrapes
+        assert sig.wal_fsyncs == 0
         assert sig.leader_changes == 0
         assert sig.request_rate == 0.0
         assert sig.db_growth_rate == 0.0
@@ -626,6 +629,8 @@ def _check(sig: MemberSignals) -> None:
     for p99 in (sig.wal_fsync_p99, sig.backend_commit_p99):
         assert p99 is None or p99 <= 0.1, sig  # never above the highest finite bound
     assert sig.leader_changes is None or sig.leader_changes >= 0
+    for count in (sig.wal_fsyncs, sig.backend_commits):
+        assert count is None or count >= 0
     assert sig.samples >= 0
     assert (sig.not_enough_data is not None) == (sig.samples < 2), sig
 

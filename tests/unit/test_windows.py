@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -369,7 +369,13 @@ near_transitions = st.builds(
 )
 
 
+def _berlin_0230() -> list[tuple[MaintenanceWindow, set[int], set[int], str]]:
+    return [(window("30 2 * * *", "1h", BERLIN), {30}, {2}, "*")]
+
+
 @settings(max_examples=300, deadline=None)
+@example(configured=_berlin_0230(), now=utc(2026, 3, 29, 1, 15))  # in the skipped hour
+@example(configured=_berlin_0230(), now=utc(2026, 10, 25, 1, 29))  # second pass, fold=1
 @given(
     configured=st.lists(windows_strategy(), min_size=0, max_size=3),
     now=st.one_of(moments, near_transitions),

@@ -34,7 +34,7 @@ from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot, Role
 PREFIX = "etcdagent_"
 MEMBER_LABELS = ("member", "member_id")
 
-TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "once", "manual")
+TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once", "manual")
 RUN_RESULTS = tuple(o.value for o in Outcome)
 COMPACTION_RESULTS = ("done", "already-done", "failed", "refused")
 DEFRAG_RESULTS = ("done", "failed", "refused")
@@ -235,14 +235,16 @@ class AgentMetrics:
         )
         self.member_wal_fsync_p99 = gauge(
             "member_wal_fsync_p99_seconds",
-            "99th percentile of the member's WAL fsync latency over the agent's last scrape "
-            "interval; absent while there is not enough data.",
+            "99th percentile of the member's WAL fsync latency over the lookback (from "
+            "histogram bucket deltas, as histogram_quantile(rate) does); absent while there is "
+            "not enough data.",
             m,
         )
         self.member_backend_commit_p99 = gauge(
             "member_backend_commit_p99_seconds",
-            "99th percentile of the member's backend commit latency over the agent's last scrape "
-            "interval; absent while there is not enough data.",
+            "99th percentile of the member's backend commit latency over the lookback (from "
+            "histogram bucket deltas, as histogram_quantile(rate) does); absent while there is "
+            "not enough data.",
             m,
         )
         self.member_is_leader = gauge(
@@ -258,8 +260,8 @@ class AgentMetrics:
         )
         self.member_db_growth = gauge(
             "member_db_growth_bytes_per_second",
-            "Growth rate of the member's database file estimated from recent observations "
-            "(negative when it shrinks); absent while there is not enough data.",
+            "Growth rate of the member's database file over the lookback (least-squares slope "
+            "since its last shrink, never negative); absent while there is not enough data.",
             m,
         )
         self.member_time_to_quota = gauge(
@@ -305,7 +307,7 @@ class AgentMetrics:
         self.runs = counter(
             "maintenance_runs_total",
             "Maintenance runs by what started them (`trigger`: window, emergency-nospace, "
-            "emergency-quota, once, manual) and how they ended (`result`: done, nothing-to-do, "
+            "emergency-quota, periodic (compaction), once, manual) and how they ended (`result`: done, nothing-to-do, "
             "refused, failed, interrupted). Dry runs are not counted.",
             ("trigger", "result"),
         )

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from etcdagent import __version__
 from etcdagent.agent_metrics import AgentMetrics
@@ -71,6 +71,9 @@ class Daemon:
         self.clock = clock
         self.monotonic = monotonic
         self.once = once
+        # No `*_created` series beside every counter: they double the exposition for nothing an
+        # alert or dashboard here uses.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
         self.history = SignalHistory(lookback=self.settings.daemon.lookback)
@@ -233,6 +236,9 @@ class Daemon:
             if self._reload:
                 self._apply_reload()
             snapshot = take_snapshot(self.cluster)
+            # Decide at the time of the observation: samples stamped after a `now` taken before
+            # the scrape would count as "from the future" and be left out.
+            now = max(now, snapshot.taken_at)
             self.last_reachable = self.monotonic()
             self._count_errors(snapshot)
             self.history.observe(snapshot)
@@ -282,7 +288,8 @@ class Daemon:
         if self.failures == 0:
             return interval
         backoff = interval * 2.0 ** min(self.failures, 16)
-        return float(min(self.settings.daemon.error_backoff_max, backoff))
+        # Never sooner than a healthy cycle: a failing cluster is not watched more closely.
+        return float(max(interval, min(self.settings.daemon.error_backoff_max, backoff)))
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -358,7 +365,11 @@ class Daemon:
         decision = self.last_decision
         if decision is None:
             return False
-        due = decision.trigger is not None or (self._window(self.clock()).open)
+        due = (
+            decision.trigger is not None
+            or decision.pending is not None
+            or self._window(self.clock()).open
+        )
         return not (due and decision.blocking)
 
 

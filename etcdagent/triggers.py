@@ -50,6 +50,7 @@ class CycleDecision(BaseModel):
     action: Action | None
     trigger: Trigger | None
     compact: bool  # the periodic compaction is due (and no maintenance run does it)
+    pending: Trigger | None = None  # an emergency that is due but blocked by a gate
     gates: dict[str, str | None]  # gate -> blocking reason, None when open
     reasons: tuple[str, ...]  # one line each, for the log
 
@@ -159,6 +160,7 @@ def decide_cycle(
 ) -> CycleDecision:
     gates = evaluate_gates(snapshot, signals, settings, cluster_request_rate)
     reasons: list[str] = []
+    pending: Trigger | None = None
     interval = settings.daemon.compaction_interval
     compact_due = interval > 0 and (
         last_compaction is None or (now - last_compaction).total_seconds() >= interval
@@ -180,6 +182,7 @@ def decide_cycle(
     pressure = quota_pressure(snapshot, signals, settings) if settings.emergency.quota else None
     if pressure is not None:
         if safety_blocked:
+            pending = Trigger.EMERGENCY_QUOTA
             reasons.append(
                 f"quota pressure ({pressure}), but blocked by "
                 + ", ".join(f"{g}: {r}" for g, r in safety_blocked.items())
@@ -215,6 +218,7 @@ def decide_cycle(
     return CycleDecision(
         action=None,
         trigger=None,
+        pending=pending,
         compact=compact_due and gates["cluster_health"] is None,
         gates=gates,
         reasons=tuple(reasons),

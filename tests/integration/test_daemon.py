@@ -294,3 +294,47 @@ def test_sigterm_ends_the_daemon_within_the_grace_period_and_releases_the_lock(
     assert len(defrag_intervals(etcd_cluster)) == 1  # the pause was cut, no new step started
     key = base64.b64encode(b"/etcdagent/lock").decode()
     assert "kvs" not in etcd_cluster.request(etcd_cluster.members[0], "kv/range", {"key": key})
+
+
+def test_run_once_maintains_and_pushes_to_a_pushgateway(
+    etcd_cluster: EtcdCluster, pushgateway: str
+) -> None:
+    """CronJob mode: one pass (no window configured: the CronJob's schedule is the window)."""
+    fragment(etcd_cluster)
+    env = {
+        **os.environ,
+        "ETCDAGENT_DEFRAG__MIN_DB_SIZE": "1MiB",
+        "ETCDAGENT_DEFRAG__WAIT_BETWEEN": "100ms",
+        "ETCDAGENT_COMPACTION__RETAIN_REVISIONS": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "etcdagent", "run", "--once", "--endpoints",
+         etcd_cluster.endpoints[0], "--interval", "1s", "--pushgateway", pushgateway],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(defrag_intervals(etcd_cluster)) == 3
+    pushed = requests.get(pushgateway + "/metrics", timeout=5).text
+    runs = {
+        (s.labels.get("trigger"), s.labels.get("result"), s.labels.get("job")): s.value
+        for family in text_string_to_metric_families(pushed)
+        for s in family.samples
+        if s.name == "etcdagent_maintenance_runs_total"
+    }
+    assert runs[("once", "done", "etcdagent")] == 1
+    assert "etcdagent_member_db_size_bytes" in pushed
+
+
+def test_run_once_exits_1_when_a_gate_blocks(etcd_cluster: EtcdCluster) -> None:
+    # Any traffic at all (the agent's own status requests count) is too much.
+    env = {**os.environ, "ETCDAGENT_GATES__MAX_REQUEST_RATE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "etcdagent", "run", "--once", "--endpoints",
+         etcd_cluster.endpoints[0], "--interval", "1s"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "traffic" in result.stderr
+    assert defrag_intervals(etcd_cluster) == []

@@ -8,16 +8,10 @@ alone.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
@@ -32,24 +26,6 @@ from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-DEFAULT_BINARY = "/usr/bin/prometheus-pushgateway"
-
-
-def _binary() -> Path | None:
-    configured = os.environ.get("ETCDAGENT_TEST_PUSHGATEWAY")
-    if configured:
-        return Path(configured)
-    found = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
-    if found:
-        return Path(found)
-    return Path(DEFAULT_BINARY) if Path(DEFAULT_BINARY).exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _get(url: str) -> tuple[int, str]:
     try:
@@ -59,55 +35,10 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh Pushgateway (in-memory, no persistence), stopped at teardown."""
-    binary = _binary()
-    if binary is None or not binary.exists():
-        pytest.skip(
-            "prometheus-pushgateway not installed: apt-get install -y prometheus-pushgateway "
-            "(or set ETCDAGENT_TEST_PUSHGATEWAY=/path/to/pushgateway)"
-        )
-    log_path = tmp_path / "pushgateway.log"
-    for _attempt in range(3):  # the free port can be taken between probing and binding
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    # Debian's build persists to /var/lib/prometheus by default: keep it in memory.
-                    "--persistence.file=",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if _get(f"{url}/-/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            proc.wait(timeout=5)
-            continue
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        return
-    pytest.fail(f"the pushgateway did not start: {log_path.read_text(errors='replace')[-2000:]}")
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _snapshot() -> ClusterSnapshot:

@@ -307,8 +307,9 @@ class AgentMetrics:
         self.runs = counter(
             "maintenance_runs_total",
             "Maintenance runs by what started them (`trigger`: window, emergency-nospace, "
-            "emergency-quota, periodic (compaction), once, manual) and how they ended (`result`: done, nothing-to-do, "
-            "refused, failed, interrupted). Dry runs are not counted.",
+            "emergency-quota, periodic (compaction), once, manual) and how they ended "
+            "(`result`: done, nothing-to-do, refused, failed, interrupted). Dry runs are not "
+            "counted.",
             ("trigger", "result"),
         )
         self.gate_blocking = gauge(

@@ -73,7 +73,7 @@ class Daemon:
         self.once = once
         # No `*_created` series beside every counter: they double the exposition for nothing an
         # alert or dashboard here uses.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
         self.history = SignalHistory(lookback=self.settings.daemon.lookback)

@@ -576,3 +576,34 @@ def test_recover_with_move_leader_still_ends_with_disarm_and_probe() -> None:
         StepKind.DISARM,
         StepKind.PROBE_WRITE,
     ]
+
+
+# -- --local-member (a DaemonSet replica per control-plane node) ----------------------------------
+
+
+def test_local_member_defragments_only_its_own_member() -> None:
+    plan = plan_defrag(three(), settings(), local="m2")
+    assert names(plan) == ["m2"]
+    others = {s.member_name: s.reason for s in plan.skipped}
+    assert set(others) == {"m1", "m3"}
+    assert "left to its own replica (this one maintains m2)" in others["m3"]
+
+
+def test_local_member_matches_a_client_url_too() -> None:
+    member_url = snap("m3").member.client_urls[0]
+    assert names(plan_defrag(three(), settings(), local=member_url)) == ["m3"]
+
+
+def test_the_leaders_replica_waits_for_the_followers() -> None:
+    plan = plan_defrag(three(), settings(), local="m1")  # m1 leads; m2 and m3 still need it
+    assert plan.steps == ()
+    waiting = next(s for s in plan.skipped if s.member_name == "m1")
+    assert "the leader waits until the followers are done (m2, m3 still to do)" in waiting.reason
+
+
+def test_the_leaders_replica_goes_once_the_followers_are_done() -> None:
+    done = 100 * MIB  # a defragmented follower: file == in use, nothing left to reclaim
+    snapshot = cluster(
+        snap("m1"), snap("m2", db_size=done, in_use=done), snap("m3", db_size=done, in_use=done)
+    )
+    assert names(plan_defrag(snapshot, settings(), local="m1")) == ["m1"]

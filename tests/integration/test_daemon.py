@@ -220,7 +220,8 @@ def test_two_daemons_never_defragment_at_the_same_time(
 
 
 def test_metrics_endpoint_matches_what_etcd_reports(etcd_cluster: EtcdCluster) -> None:
-    settings = daemon_settings(etcd_cluster)
+    # No periodic compaction: its marker write would change the sizes under the comparison.
+    settings = daemon_settings(etcd_cluster, daemon={"compaction_interval": 0})
     daemon = Daemon(lambda: settings)
     thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     thread.start()
@@ -338,3 +339,54 @@ def test_run_once_exits_1_when_a_gate_blocks(etcd_cluster: EtcdCluster) -> None:
     assert result.returncode == 1
     assert "traffic" in result.stderr
     assert defrag_intervals(etcd_cluster) == []
+
+
+def test_a_defrag_that_would_overrun_the_window_is_not_started(
+    etcd_cluster: EtcdCluster, make_daemon: Callable[..., tuple[Daemon, FakeClock]]
+) -> None:
+    fragment(etcd_cluster)
+    # 100 KiB/s: each ~14 MiB file would take ~140 s; the window has 50 s left.
+    settings = daemon_settings(etcd_cluster, defrag={"estimated_rate": "100KiB"})
+    daemon, clock = make_daemon(settings, start=datetime(2026, 11, 30, 2, 58, 55, tzinfo=UTC))
+
+    two_cycles(daemon, clock)
+
+    assert daemon.last_report is not None
+    defrags = [r for r in daemon.last_report.results if r.step.kind.value == "defrag"]
+    assert defrags and all(r.status.value == "skipped" for r in defrags)
+    assert all("would overrun the maintenance window" in r.message for r in defrags)
+    assert defrag_intervals(etcd_cluster) == []
+
+
+def test_sighup_reloads_the_config_file_and_a_bad_one_is_refused(
+    etcd_cluster: EtcdCluster, tmp_path: Any
+) -> None:
+    config = tmp_path / "etcdagent.yaml"
+    config.write_text(f"connection:\n  endpoints: [{etcd_cluster.endpoints[0]}]\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcdagent", "run", "--config", str(config),
+         "--listen", "127.0.0.1:0", "--interval", "500ms", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # the process's own start-up, not a clock we could inject
+        config.write_text(
+            f"connection:\n  endpoints: [{etcd_cluster.endpoints[1]}]\n"
+            "gates:\n  max_leader_changes: 7\n"
+        )
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        config.write_text("gates:\n  max_leader_changes: many\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None  # a bad reload does not stop the agent
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert '"event": "configuration reloaded"' in err
+    assert '"max_leader_changes": 7' in err
+    assert "configuration reload refused" in err
+    assert "gates.max_leader_changes" in err

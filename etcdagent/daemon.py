@@ -25,7 +25,7 @@ from etcdagent.errors import ClusterUnavailableError, ConfigError, EtcdAgentErro
 from etcdagent.http_server import AgentHTTPServer, push
 from etcdagent.maintenance import Maintenance, Outcome, PlanListener, RunReport
 from etcdagent.observe import take_snapshot
-from etcdagent.plan import Step, StepKind
+from etcdagent.plan import Step
 from etcdagent.settings import Settings
 from etcdagent.signals import SignalHistory
 from etcdagent.snapshot import ClusterSnapshot
@@ -149,10 +149,16 @@ class Daemon:
 
     # -- one cycle ------------------------------------------------------------------------------
 
-    def _maintenance(self) -> Maintenance:
-        # The daemon never waits for another replica's lock: it tries again next cycle.
+    def _maintenance(self, *, compact_first: bool = True) -> Maintenance:
+        # The daemon never waits for another replica's lock: it tries again next cycle. Inside
+        # a window it compacts on the periodic cadence, not on every cycle of the window.
         settings = self.settings.model_copy(
-            update={"lock": self.settings.lock.model_copy(update={"timeout": 0.0})}
+            update={
+                "lock": self.settings.lock.model_copy(update={"timeout": 0.0}),
+                "defrag": self.settings.defrag.model_copy(
+                    update={"compact_first": self.settings.defrag.compact_first and compact_first}
+                ),
+            }
         )
         return Maintenance(
             self.cluster,
@@ -190,7 +196,9 @@ class Daemon:
     def _act(self, decision: CycleDecision, window: WindowState) -> RunReport | None:
         if self.stop.is_set():
             return None
-        maintenance = self._maintenance()
+        maintenance = self._maintenance(
+            compact_first=decision.compact_due or decision.trigger is Trigger.EMERGENCY_QUOTA
+        )
         if decision.action is Action.RECOVER:
             report = maintenance.recover()
         elif decision.action is Action.MAINTAIN:
@@ -204,9 +212,8 @@ class Daemon:
         if self.once and decision.trigger is Trigger.WINDOW and not self.settings.windows:
             trigger = "once"
         self.metrics.record_report(report, trigger)
-        if any(r.step.kind is StepKind.COMPACT for r in report.results) or (
-            report.outcome is Outcome.NOTHING_TO_DO and decision.compact
-        ):
+        if any(p.phase == "compact" for p in report.plans):
+            # Decided on (done, or nothing old enough yet): the cadence restarts either way.
             self.last_compaction = self.clock()
         for result in report.results:
             log.info(

@@ -49,7 +49,8 @@ class CycleDecision(BaseModel):
 
     action: Action | None
     trigger: Trigger | None
-    compact: bool  # the periodic compaction is due (and no maintenance run does it)
+    compact: bool  # run the periodic compaction on its own (no maintenance run this cycle)
+    compact_due: bool = False  # the periodic compaction is due (a maintenance run may do it)
     pending: Trigger | None = None  # an emergency that is due but blocked by a gate
     gates: dict[str, str | None]  # gate -> blocking reason, None when open
     reasons: tuple[str, ...]  # one line each, for the log
@@ -176,6 +177,7 @@ def decide_cycle(
             action=Action.RECOVER,
             trigger=Trigger.EMERGENCY_NOSPACE,
             compact=False,
+            compact_due=compact_due,
             gates=gates,
             reasons=tuple(reasons),
         )
@@ -193,6 +195,7 @@ def decide_cycle(
                 action=Action.MAINTAIN,
                 trigger=Trigger.EMERGENCY_QUOTA,
                 compact=False,
+                compact_due=compact_due,
                 gates=gates,
                 reasons=tuple(reasons),
             )
@@ -208,6 +211,7 @@ def decide_cycle(
                 action=Action.MAINTAIN,
                 trigger=Trigger.WINDOW,
                 compact=False,
+                compact_due=compact_due,
                 gates=gates,
                 reasons=tuple(reasons),
             )
@@ -220,6 +224,7 @@ def decide_cycle(
         trigger=None,
         pending=pending,
         compact=compact_due and gates["cluster_health"] is None,
+        compact_due=compact_due,
         gates=gates,
         reasons=tuple(reasons),
     )

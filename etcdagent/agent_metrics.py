@@ -34,7 +34,7 @@ from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot, Role
 PREFIX = "etcdagent_"
 MEMBER_LABELS = ("member", "member_id")
 
-TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once", "manual")
+TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once")
 RUN_RESULTS = tuple(o.value for o in Outcome)
 COMPACTION_RESULTS = ("done", "already-done", "failed", "refused")
 DEFRAG_RESULTS = ("done", "failed", "refused")
@@ -307,7 +307,7 @@ class AgentMetrics:
         self.runs = counter(
             "maintenance_runs_total",
             "Maintenance runs by what started them (`trigger`: window, emergency-nospace, "
-            "emergency-quota, periodic (compaction), once, manual) and how they ended "
+            "emergency-quota, periodic (compaction), once) and how they ended "
             "(`result`: done, nothing-to-do, refused, failed, interrupted). Dry runs are not "
             "counted.",
             ("trigger", "result"),

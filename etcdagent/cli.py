@@ -238,6 +238,15 @@ def maintenance_options(fn: F) -> F:
             show_default=True,
             help="text for people, json for scripts.",
         ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def lock_options(fn: F) -> F:
+    """The wait for another agent's lock (compaction takes no lock: it is idempotent)."""
+    options = [
         click.option(
             "--lock-timeout",
             metavar="DURATION",
@@ -260,7 +269,8 @@ def retention_options(fn: F) -> F:
             "--retain-revisions",
             type=click.IntRange(min=0),
             metavar="N",
-            help="Keep at least this many revisions (alone: instead of --retain).",
+            help="Keep at least this many revisions. Unless --retain (or compaction.retain) is "
+            "set too, it replaces the default time retention; with both, more history wins.",
         ),
     ]
     for option in reversed(options):
@@ -293,6 +303,14 @@ _MAINTENANCE_FLAGS = {
     "move_leader": ("defrag", "move_leader"),
     "wait_between": ("defrag", "wait_between"),
     "compact": ("defrag", "compact_first"),
+}
+
+
+_RUN_FLAGS = {
+    "pushgateway": ("daemon", "pushgateway"),
+    "listen": ("daemon", "listen"),
+    "local_member": ("daemon", "local_member"),
+    "interval": ("daemon", "interval"),
 }
 
 
@@ -367,6 +385,7 @@ def compact(dry_run: bool, output: str, **options: Any) -> None:
     help="Defragment every voting member, worth it or not (the gates still apply).",
 )
 @maintenance_options
+@lock_options
 @handle_errors
 def defrag(dry_run: bool, output: str, force: bool, **options: Any) -> None:
     """Defragment members one at a time: followers first, the leader last.
@@ -383,6 +402,7 @@ def defrag(dry_run: bool, output: str, force: bool, **options: Any) -> None:
 @connection_options
 @defrag_options
 @maintenance_options
+@lock_options
 @handle_errors
 def recover(dry_run: bool, output: str, **options: Any) -> None:
     """Recover from a NOSPACE alarm: compact, defragment every member, disarm, prove a write.
@@ -425,16 +445,7 @@ def run(once: bool, **options: Any) -> None:
     the config file. Exit 2 on bad configuration at start.
     """
     extra: dict[str, dict[str, Any]] = {}
-    for flag, field in (
-        ("pushgateway", "pushgateway"),
-        ("listen", "listen"),
-        ("local_member", "local_member"),
-        ("interval", "interval"),
-    ):
-        value = options.pop(flag, None)
-        if value is not None:
-            extra.setdefault("daemon", {})[field] = value
-    for flag, (group, field) in _MAINTENANCE_FLAGS.items():
+    for flag, (group, field) in {**_RUN_FLAGS, **_MAINTENANCE_FLAGS}.items():
         value = options.pop(flag, None)
         if value is not None:
             extra.setdefault(group, {})[field] = value

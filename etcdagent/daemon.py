@@ -208,6 +208,10 @@ class Daemon:
             report = maintenance.compact()
         else:
             return None
+        if report.lock_busy and not self.once:
+            # Another replica is maintaining the cluster: not a refusal, just not our turn.
+            log.info("another agent is maintaining the cluster; skipping", reason=report.reason)
+            return report
         trigger = decision.trigger.value if decision.trigger else "periodic"
         if self.once and decision.trigger is Trigger.WINDOW and not self.settings.windows:
             trigger = "once"
@@ -349,8 +353,25 @@ class Daemon:
         log.info("etcdagent stopped")
         return 0
 
-    def run_once(self) -> int:
-        """CronJob mode: two samples (for rates and p99), one decision, its action, exit code."""
+    def run_once(self, *, install_signals: bool = True) -> int:
+        """CronJob mode: two samples (for rates and p99), one decision, its action, exit code.
+
+        SIGTERM/SIGINT (a Job deadline, a node drain) start no new step; the running one
+        finishes or times out and the lock is released; the exit code is then 1.
+        """
+        previous: dict[int, Any] = {}
+        if install_signals:
+            previous = {
+                sig: signal.signal(sig, lambda *_: self.request_stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)
+            }
+        try:
+            return self._run_once()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run_once(self) -> int:
         self.cycle()
         if not self.stop.is_set():
             gap = min(self.settings.daemon.lookback, self.settings.daemon.interval)
@@ -362,7 +383,7 @@ class Daemon:
             except EtcdAgentError as exc:
                 log.error("push to the Pushgateway failed", error=str(exc))
                 ok = False
-        return 0 if ok and self.pass_succeeded() else 1
+        return 0 if ok and not self.stop.is_set() and self.pass_succeeded() else 1
 
     def pass_succeeded(self) -> bool:
         """For `run --once`: no failed or refused maintenance, and nothing due left blocked."""

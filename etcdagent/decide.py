@@ -19,10 +19,6 @@ from etcdagent.units import format_bytes, format_duration
 
 GIB = 1024**3
 
-# In a NOSPACE recovery the data in use must leave this much of the quota free before the alarm
-# is disarmed; closer to the quota, the next writes would raise it again at once.
-RECOVER_MAX_QUOTA_USE = 0.9
-
 
 class Marker(BaseModel):
     """A timestamped key the agent wrote: the revision the store had at that time."""
@@ -473,9 +469,7 @@ def plan_recover(snapshot: ClusterSnapshot, settings: Settings) -> Plan:
     return Plan(command="recover", steps=tuple(steps), skipped=defrags.skipped, notes=tuple(notes))
 
 
-def recover_disarm_problem(
-    snapshot: ClusterSnapshot, max_quota_use: float = RECOVER_MAX_QUOTA_USE
-) -> str | None:
+def recover_disarm_problem(snapshot: ClusterSnapshot, max_quota_use: float) -> str | None:
     """Why disarming would be pointless: the data in use alone (nearly) fills the quota."""
     for snap in snapshot.voting:
         quota = snap.quota

@@ -68,6 +68,7 @@ class RunReport(BaseModel):
     outcome: Outcome = Outcome.NOTHING_TO_DO
     reason: str | None = None
     notes: list[str] = Field(default_factory=list)
+    lock_busy: bool = False  # refused only because another agent holds the maintenance lock
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -192,6 +193,7 @@ class Maintenance:
         try:
             lock.acquire(self.settings.lock.timeout)
         except LockBusyError as exc:
+            report.lock_busy = True
             return str(exc)
         except EtcdNoSpaceError:
             if report.command != "recover":

@@ -49,6 +49,16 @@ ENV_PREFIX = "ETCDAGENT_"
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+def _none_word(value: object) -> object:
+    """Lets the environment and flags switch an optional setting off, as null does in a file."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null", "none", "off"):
+        return None
+    return value
+
+
+Nullable = BeforeValidator(_none_word)
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -222,12 +232,11 @@ class GateSettings(_Group):
     max_leader_changes: int = Field(
         default=3, ge=0, description="Block after more leader changes than this in the lookback."
     )
-    max_request_rate: float | None = Field(
+    max_request_rate: Annotated[Annotated[float, Field(ge=0)] | None, Nullable] = Field(
         default=1000.0,
-        ge=0,
         description="Traffic gate for windows: block while the cluster serves more unary gRPC "
         "requests per second than this (a window that is not actually quiet is skipped). "
-        "Null disables it.",
+        "null (or off) disables it.",
     )
 
 
@@ -241,7 +250,9 @@ class EmergencySettings(_Group):
         "still behind the safety gates.",
     )
     quota_use: Ratio = Field(default=0.9, description="Quota pressure: file / quota at least this.")
-    time_to_quota: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] | None = Field(
+    time_to_quota: Annotated[
+        Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] | None, Nullable
+    ] = Field(
         default=3600.0,
         description="Quota pressure: the predicted time until the quota is reached (from the "
         "growth over the lookback) is shorter than this. Null disables it.",
@@ -311,7 +322,9 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 class CompactionSettings(_Group):
     """Compaction by revision, keeping a retention so watchers (kube-apiserver) keep history."""
 
-    retain: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] | None = Field(
+    retain: Annotated[
+        Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] | None, Nullable
+    ] = Field(
         default=300.0,
         description="Keep at least this much history by time (default 5m, what kube-apiserver's "
         "watchers need). Found from timestamped marker keys the agent writes under /etcdagent/ "
@@ -417,17 +430,23 @@ class LogSettings(_Group):
 _config_file_data: ContextVar[dict[str, Any] | None] = ContextVar("_config_file_data", default=None)
 
 
+# Short environment variables for settings everybody sets: variable -> (group, field).
+SHORTHAND_ENV = {ENV_PREFIX + "ENDPOINTS": ("connection", "endpoints")}
+
+
 class _ShorthandEnvSource(PydanticBaseSettingsSource):
-    """Maps ETCDAGENT_ENDPOINTS onto connection.endpoints."""
+    """Maps the SHORTHAND_ENV variables (ETCDAGENT_ENDPOINTS) onto their settings."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # pragma: no cover - __call__ does the work
 
     def __call__(self) -> dict[str, Any]:
-        value = os.environ.get(ENV_PREFIX + "ENDPOINTS")
-        if value is None:
-            return {}
-        return {"connection": {"endpoints": value}}
+        found: dict[str, Any] = {}
+        for variable, (group, field) in SHORTHAND_ENV.items():
+            value = os.environ.get(variable)
+            if value is not None:
+                found.setdefault(group, {})[field] = value
+        return found
 
 
 class Settings(BaseSettings):

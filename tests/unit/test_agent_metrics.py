@@ -222,15 +222,15 @@ def test_record_report_counts_runs_compactions_and_defrags(metrics: AgentMetrics
 
 
 def test_defrag_buckets_span_a_tenth_of_a_second_to_half_an_hour(metrics: AgentMetrics) -> None:
-    metrics.record_report(_report(Outcome.DONE, _defrag("m1", StepStatus.DONE, 0.05, 1)), "manual")
+    metrics.record_report(_report(Outcome.DONE, _defrag("m1", StepStatus.DONE, 0.05, 1)), "once")
     name = "etcdagent_defrag_duration_seconds_bucket"
     assert value(metrics, name, member="m1", le="0.1") == 1
     assert value(metrics, name, member="m1", le="1800.0") == 1
 
 
 def test_dry_runs_are_not_counted(metrics: AgentMetrics) -> None:
-    metrics.record_report(_report(Outcome.DONE, dry_run=True), "manual")
-    assert value(metrics, "etcdagent_maintenance_runs_total", trigger="manual", result="done") == 0
+    metrics.record_report(_report(Outcome.DONE, dry_run=True), "once")
+    assert value(metrics, "etcdagent_maintenance_runs_total", trigger="once", result="done") == 0
 
 
 def test_refused_compaction_and_refused_run(metrics: AgentMetrics) -> None:

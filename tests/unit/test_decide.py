@@ -550,7 +550,7 @@ def test_disarm_problem_says_how_much_to_delete() -> None:
         snap("m3", db_size=2 * GIB, in_use=GIB, quota=2 * GIB),
         alarms=(alarm("m1"),),
     )
-    problem = recover_disarm_problem(snapshot)
+    problem = recover_disarm_problem(snapshot, 0.9)
     assert problem is not None
     assert "m1 holds 1.9 GiB of live data against a 2.0 GiB quota" in problem
     assert "delete at least 102 MiB" in problem
@@ -561,7 +561,7 @@ def test_disarm_problem_says_how_much_to_delete() -> None:
 
 def test_no_disarm_problem_when_the_live_data_leaves_room() -> None:
     snapshot = three(db_size=2 * GIB, in_use=GIB, metrics_quota=2 * GIB)
-    assert recover_disarm_problem(snapshot) is None
+    assert recover_disarm_problem(snapshot, 0.9) is None
 
 
 def test_recover_with_move_leader_still_ends_with_disarm_and_probe() -> None:

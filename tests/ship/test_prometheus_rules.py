@@ -1,0 +1,192 @@
+"""The shipped Prometheus rules: valid for Prometheus 2.42's promtool, unit-tested, identical as a
+PrometheusRule and as a plain rules file, and only about metrics the agent exports.
+
+promtool comes from Debian's `prometheus` package unpacked by ``bash scripts/setup --test-tools``
+(``scripts/install-prometheus``) into ``.tools/prometheus``; ``ETCDAGENT_TEST_PROMETHEUS_DIR``
+points elsewhere (a directory holding ``usr/bin/promtool`` or ``promtool``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from etcdagent.agent_metrics import AgentMetrics, metric_docs
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+OPERATOR_RULES = DEPLOY / "prometheus-rules.yaml"
+PLAIN_RULES = DEPLOY / "prometheus-rules.rules.yml"
+RULE_TESTS = DEPLOY / "prometheus-rules.test.yml"
+
+EXPECTED_ALERTS = {
+    "EtcdagentDown",
+    "EtcdagentCycleStale",
+    "EtcdagentLockHeldTooLong",
+    "EtcdagentMaintenanceFailing",
+    "EtcdagentGateBlockingEveryWindow",
+    "EtcdMemberNospace",
+    "EtcdQuotaHigh",
+    "EtcdagentTimeToQuotaShort",
+}
+SEVERITIES = {"warning", "critical"}
+METRIC_NAME = re.compile(r"\betcdagent_[a-z0-9_]+")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def prometheus_tool(name: str) -> Path:
+    """``promtool`` or ``prometheus`` from .tools/prometheus (or ETCDAGENT_TEST_PROMETHEUS_DIR)."""
+    configured = os.environ.get("ETCDAGENT_TEST_PROMETHEUS_DIR")
+    root = Path(configured) if configured else REPO / ".tools/prometheus"
+    for candidate in (root / "usr/bin" / name, root / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(
+        f"{name} not found under {root}: run `bash scripts/setup --test-tools` "
+        "(or set ETCDAGENT_TEST_PROMETHEUS_DIR to a directory holding it)"
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open() as fh:
+        return yaml.safe_load(fh)
+
+
+def plain_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = load_yaml(PLAIN_RULES)["groups"]
+    return groups
+
+
+def all_rules() -> list[dict[str, Any]]:
+    return [rule for group in plain_groups() for rule in group["rules"]]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [rule for rule in all_rules() if "record" in rule]
+
+
+def exported_metrics() -> set[str]:
+    return {doc.name for doc in metric_docs(AgentMetrics(CollectorRegistry()).registry)}
+
+
+def referenced_metrics(text: str) -> set[str]:
+    """``etcdagent_*`` names in a PromQL expression (or annotation), histogram suffixes cut."""
+    names = set()
+    for name in METRIC_NAME.findall(text):
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix):
+                name = name.removesuffix(suffix)
+                break
+        names.add(name)
+    return names
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=90, check=False, cwd=REPO
+    )
+
+
+def test_promtool_check_rules_passes() -> None:
+    result = run(prometheus_tool("promtool"), "check", "rules", PLAIN_RULES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = run(prometheus_tool("promtool"), "test", "rules", RULE_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_the_prometheus_rule_holds_exactly_the_plain_rules_file() -> None:
+    operator = load_yaml(OPERATOR_RULES)
+    assert operator["apiVersion"] == "monitoring.coreos.com/v1"
+    assert operator["kind"] == "PrometheusRule"
+    assert operator["metadata"]["name"] == "etcdagent"
+    assert set(operator) == {"apiVersion", "kind", "metadata", "spec"}
+    # The plain file is what the operator would write for Prometheus from this resource.
+    assert {"groups": operator["spec"]["groups"]} == load_yaml(PLAIN_RULES)
+
+
+def test_the_expected_alerts_exist_with_severity_annotations_and_for() -> None:
+    assert {rule["alert"] for rule in alerts()} == EXPECTED_ALERTS
+    for rule in alerts():
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        assert rule["annotations"]["summary"].strip(), name
+        assert rule["annotations"]["description"].strip(), name
+        assert DURATION.match(rule["for"]), name
+    severities = {
+        rule["labels"]["severity"]
+        for rule in alerts()
+        if rule["alert"] == "EtcdagentTimeToQuotaShort"
+    }
+    assert severities == {"warning", "critical"}
+
+
+def test_group_and_rule_names_are_unique() -> None:
+    names = [group["name"] for group in plain_groups()]
+    assert len(names) == len(set(names))
+    records = [rule["record"] for rule in recording_rules()]
+    assert len(records) == len(set(records))
+    assert all(record.startswith("etcdagent:") for record in records)
+
+
+def test_rules_reference_only_metrics_the_agent_exports() -> None:
+    exported = exported_metrics()
+    for rule in all_rules():
+        texts = [rule["expr"], *rule.get("annotations", {}).values()]
+        for text in texts:
+            unknown = referenced_metrics(text) - exported
+            assert not unknown, f"{rule.get('alert') or rule.get('record')}: {sorted(unknown)}"
+
+
+def test_every_rule_has_a_promtool_unit_test() -> None:
+    tests = load_yaml(RULE_TESTS)["tests"]
+    tested_alerts = {
+        case["alertname"] for test in tests for case in test.get("alert_rule_test", [])
+    }
+    assert tested_alerts == EXPECTED_ALERTS
+    firing = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case["exp_alerts"]
+    }
+    quiet = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if not case["exp_alerts"]
+    }
+    assert firing == EXPECTED_ALERTS  # each one seen firing ...
+    assert quiet == EXPECTED_ALERTS  # ... and not firing
+    tested_records = {case["expr"] for test in tests for case in test.get("promql_expr_test", [])}
+    assert tested_records == {rule["record"] for rule in recording_rules()}
+
+
+def test_metric_reference_extraction() -> None:
+    expr = (
+        "histogram_quantile(0.99, sum by (le) (rate(etcdagent_defrag_duration_seconds_bucket[1h])))"
+        " / etcdagent:member_quota_use:ratio + etcdagent_member_up"
+    )
+    assert referenced_metrics(expr) == {
+        "etcdagent_defrag_duration_seconds",
+        "etcdagent_member_up",
+    }
+    assert "etcdagent_defrag_duration_seconds" in exported_metrics()

@@ -8,6 +8,7 @@ elsewhere: a directory holding ``usr/bin/prometheus`` or ``prometheus``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -164,10 +165,8 @@ def prometheus(prometheus_installed: Path, agent: Daemon, tmp_path: Path) -> Ite
             deadline = time.monotonic() + 20
             ready = False
             while proc.poll() is None and time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(requests.RequestException):
                     ready = requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-                except requests.RequestException:
-                    pass
                 if ready:
                     break
                 time.sleep(0.1)

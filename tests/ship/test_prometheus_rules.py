@@ -8,6 +8,7 @@ points elsewhere (a directory holding ``usr/bin/promtool`` or ``promtool``).
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -19,6 +20,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from etcdagent.agent_metrics import AgentMetrics, metric_docs
+
+# jsonschema ships no type information: used through Any.
+jsonschema: Any = importlib.import_module("jsonschema")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +46,67 @@ SEVERITIES = {"warning", "critical"}
 METRIC_NAME = re.compile(r"\betcdagent_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+    "properties": {
+        "alert": {"type": "string"},
+        "record": {"type": "string"},
+        "expr": {"type": "string"},
+        "for": {"type": "string", "pattern": DURATION.pattern},
+        "keep_firing_for": {"type": "string", "pattern": DURATION.pattern},
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+}
+# The part of the Prometheus Operator's PrometheusRule CRD (monitoring.coreos.com/v1) used here,
+# with no unknown field allowed.
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "namespace"],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "labels": _STRING_MAP,
+                "annotations": _STRING_MAP,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION.pattern},
+                            "partial_response_strategy": {"type": "string"},
+                            "rules": {"type": "array", "minItems": 1, "items": _RULE},
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
 
 
 def prometheus_tool(name: str) -> Path:
@@ -115,10 +180,10 @@ def test_promtool_unit_tests_pass() -> None:
 
 def test_the_prometheus_rule_holds_exactly_the_plain_rules_file() -> None:
     operator = load_yaml(OPERATOR_RULES)
-    assert operator["apiVersion"] == "monitoring.coreos.com/v1"
-    assert operator["kind"] == "PrometheusRule"
+    jsonschema.validate(operator, PROMETHEUS_RULE_SCHEMA)
     assert operator["metadata"]["name"] == "etcdagent"
-    assert set(operator) == {"apiVersion", "kind", "metadata", "spec"}
+    # Beside the agent's Service and ServiceMonitor (deploy/servicemonitor.yaml).
+    assert operator["metadata"]["namespace"] == "kube-system"
     # The plain file is what the operator would write for Prometheus from this resource.
     assert {"groups": operator["spec"]["groups"]} == load_yaml(PLAIN_RULES)
 

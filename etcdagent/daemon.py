@@ -219,15 +219,6 @@ class Daemon:
         if any(p.phase == "compact" for p in report.plans):
             # Decided on (done, or nothing old enough yet): the cadence restarts either way.
             self.last_compaction = self.clock()
-        for result in report.results:
-            log.info(
-                "maintenance step",
-                member=result.step.member_label,
-                action=result.step.kind.value,
-                status=result.status.value,
-                reason=result.step.reason,
-                message=result.message,
-            )
         log.info(
             "maintenance run",
             trigger=trigger,

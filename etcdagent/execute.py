@@ -149,10 +149,12 @@ class Executor:
         result = StepResult(step=step, status=status, message=message, **kw)
         event = "maintenance step " + status.value
         level = log.info if result.ok else log.warning
+        # One event per step: the member, the action, why it was planned, what came of it.
         level(
             event,
-            kind=step.kind.value,
             member=step.member_label,
+            action=step.kind.value,
+            reason=step.reason,
             message=message,
             warning=result.warning,
         )

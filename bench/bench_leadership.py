@@ -278,7 +278,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lead-in", type=float, default=2.0)
     parser.add_argument("--tail", type=float, default=4.0, help="keep-alives after maintenance")
     parser.add_argument("--baseline-duration", type=float, default=8.0)
-    parser.add_argument("--garbage-keys", type=int, default=500)
+    parser.add_argument("--garbage-keys", type=int, default=700)
     parser.add_argument("--garbage-value-kb", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)

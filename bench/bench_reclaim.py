@@ -72,7 +72,6 @@ def run_defrag(cluster: EtcdCluster, retain_revisions: int) -> tuple[int, float,
         "--force",
         "--compact",
         "--retain-revisions", str(retain_revisions),
-        "--retain", "0s",
         "--wait-between", "500ms",
         "--output", "json",
     ]  # fmt: skip
@@ -110,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(
         f"\n{'member':8} {'file before':>12} {'in use before':>14} {'ratio before':>12} "
-        f"{'file after':>11} {'in use after':>13} {'ratio after':>11} {'after/before':>12}"
+        f"{'file after':>11} {'in use after':>13} {'ratio after':>11} {'vs before':>9} "
+        f"{'file shrank to':>14}"
     )
     members: dict[str, dict[str, Any]] = {}
     for name in before:
@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         print(
             f"{name:8} {b['db_size'] / 2**20:10.1f}Mi {b['db_size_in_use'] / 2**20:12.1f}Mi "
-            f"{rb:12.3f} {a['db_size'] / 2**20:9.1f}Mi {a['db_size_in_use'] / 2**20:11.1f}Mi "
-            f"{ra:11.3f} {ra / rb:12.3f}"
+            f"{rb:12.4f} {a['db_size'] / 2**20:9.1f}Mi {a['db_size_in_use'] / 2**20:11.1f}Mi "
+            f"{ra:11.4f} {ra / rb:9.3f} {a['db_size'] / b['db_size']:14.3f}"
         )
     worst = max(m["ratio_after"] for m in members.values())
     print(f"  worst ratio after: {worst:.3f} (physical limit 1.000)")

@@ -152,9 +152,11 @@ class Daemon:
     def _maintenance(self, *, compact_first: bool = True) -> Maintenance:
         # The daemon never waits for another replica's lock: it tries again next cycle. Inside
         # a window it compacts on the periodic cadence, not on every cycle of the window.
+        # `run --once` is a CronJob: it waits for the lock like the one-shot commands.
+        lock_timeout = self.settings.lock.timeout if self.once else 0.0
         settings = self.settings.model_copy(
             update={
-                "lock": self.settings.lock.model_copy(update={"timeout": 0.0}),
+                "lock": self.settings.lock.model_copy(update={"timeout": lock_timeout}),
                 "defrag": self.settings.defrag.model_copy(
                     update={"compact_first": self.settings.defrag.compact_first and compact_first}
                 ),

@@ -105,6 +105,7 @@ class Executor:
         self.stop = stop or threading.Event()
         self.listener = listener or StepListener()
         self._monotonic = monotonic
+        self.monotonic = monotonic
         self._clock = clock
         self._ensure_lock = ensure_lock
         self.deadline: datetime | None = None  # end of the maintenance window, if any

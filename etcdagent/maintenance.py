@@ -35,6 +35,10 @@ from etcdagent.snapshot import ClusterSnapshot
 
 log = structlog.get_logger()
 
+# A plan older than this when the lock is finally ours is made again: another agent may have
+# done (part of) the work meanwhile.
+LOCK_WAIT_REPLAN = 1.0
+
 
 class Outcome(StrEnum):
     DONE = "done"
@@ -372,10 +376,27 @@ class Maintenance:
             return self._finish(report, Outcome.REFUSED, first.refusal)
         if first.nothing_to_do and not will_compact:
             return self._finish(report, Outcome.NOTHING_TO_DO)
+        waited_from = self.executor.monotonic()
         busy = self._acquire_lock(report)
         if busy is not None:
             return self._finish(report, Outcome.REFUSED, busy)
+        waited = self.executor.monotonic() - waited_from
         try:
+            if not will_compact and waited > LOCK_WAIT_REPLAN:
+                # Another agent worked while we waited: what is worth it was decided before.
+                first = self._decided(
+                    report,
+                    "defrag",
+                    f"again after waiting {waited:.0f}s for the lock",
+                    plan_defrag(
+                        self.executor.observe(),
+                        self.settings,
+                        force=force,
+                        local=self.local_member,
+                    ),
+                )
+                if first.refusal:
+                    return self._finish(report, Outcome.REFUSED, first.refusal)
             if compaction is not None and compaction.steps:
                 early = self._run_steps(report, list(compaction.steps))
                 if early is not None:
@@ -409,9 +430,22 @@ class Maintenance:
             return self._finish(report, Outcome.NOTHING_TO_DO, plan.notes[0])
         if self.dry_run:
             return self._finish(report, Outcome.DONE)
+        waited_from = self.executor.monotonic()
         busy = self._acquire_lock(report)
         if busy is not None:
             return self._finish(report, Outcome.REFUSED, busy)
+        if self.executor.monotonic() - waited_from > LOCK_WAIT_REPLAN:
+            plan = self._decided(
+                report,
+                "recover",
+                "again after waiting for the lock",
+                plan_recover(self.executor.observe(), self.settings),
+            )
+            if plan.refusal or plan.nothing_to_do:
+                self._release_lock()
+                if plan.refusal:
+                    return self._finish(report, Outcome.REFUSED, plan.refusal)
+                return self._finish(report, Outcome.NOTHING_TO_DO, plan.notes[0])
         try:
             before_disarm = [
                 s

@@ -619,10 +619,15 @@ class EtcdCluster:
                 if not leader_id:
                     problem = f"{member.name} knows no leader"
                     continue
-                for candidate in self.members:
-                    if candidate._member_id == leader_id:
-                        return candidate
-                problem = f"leader id {leader_id} is not one of our members"
+                match = next((c for c in self.members if c._member_id == leader_id), None)
+                if match is None:
+                    problem = f"leader id {leader_id} is not one of our members"
+                elif not match.running or match.paused:
+                    # The survivors still name a leader that is dead or frozen: wait for the
+                    # election instead of handing the test a member that cannot lead.
+                    problem = f"{member.name} still follows {match.name}, which is down"
+                else:
+                    return match
             if time.monotonic() >= deadline:
                 raise EtcdHarnessError(f"no leader after {timeout:.1f}s: {problem}")
             time.sleep(0.05)

@@ -397,6 +397,17 @@ class AgentMetrics:
                     self.leader_changes.inc()
                 self._last_leader = leader
 
+    def mark_unreachable(self) -> None:
+        """No endpoint answered: every known member is down as far as the agent can tell.
+
+        Without this the gauges would keep the last good cycle's values through a full outage.
+        Sizes stay (the last known), up and is-leader drop to 0.
+        """
+        with self._lock:
+            for labels in self._members:
+                self.member_up.labels(*labels).set(0)
+                self.member_is_leader.labels(*labels).set(0)
+
     def _observe_member(
         self,
         snapshot: ClusterSnapshot,

@@ -113,8 +113,13 @@ class MemberClient:
         clock: Clock = utcnow,
         sleep: Sleep = time.sleep,
     ) -> None:
-        parts = urlsplit(endpoint)
-        if not parts.hostname or parts.port is None:
+        try:
+            parts = urlsplit(endpoint)
+            port = parts.port  # raises on "host:99999" or a broken IPv6 literal
+        except ValueError:
+            port = None
+            parts = urlsplit("")
+        if not parts.hostname or port is None:
             raise EtcdProtocolError(f"{endpoint}: not a host:port endpoint", endpoint=endpoint)
         self.endpoint = endpoint
         self.metrics_url = (metrics_url or endpoint).rstrip("/") + "/metrics"
@@ -125,7 +130,7 @@ class MemberClient:
         self._timeout = settings.connection.request_timeout
         self._gateway = Etcd3Client(
             host=parts.hostname,
-            port=parts.port,
+            port=port,
             protocol=parts.scheme,
             timeout=self._timeout,
             api_path=_API_PATH,

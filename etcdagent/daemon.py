@@ -87,6 +87,7 @@ class Daemon:
         self.busy_until: float | None = None
         self.started_at: float | None = None
         self.failures = 0
+        self.cluster_id: int | None = None
         self.last_decision: CycleDecision | None = None
         self.last_report: RunReport | None = None
         self._last_logged: tuple[object, ...] | None = None
@@ -240,6 +241,7 @@ class Daemon:
             if self._reload:
                 self._apply_reload()
             snapshot = take_snapshot(self.cluster)
+            self._check_cluster_id(snapshot)
             # Decide at the time of the observation: samples stamped after a `now` taken before
             # the scrape would count as "from the future" and be left out.
             now = max(now, snapshot.taken_at)
@@ -264,8 +266,14 @@ class Daemon:
             self._log_decision(decision, window)
             self.last_report = self._act(decision, window)
         except ClusterUnavailableError as exc:
-            error_kind = "unreachable"
-            log.warning("cycle failed: cluster unreachable", error=str(exc))
+            error_kind = "unreachable" if exc.transient else "config"
+            self.metrics.mark_unreachable()
+            log.warning(
+                "cycle failed: cluster unreachable"
+                if exc.transient
+                else "cycle failed: no endpoint can be used (check the configuration)",
+                error=str(exc),
+            )
         except EtcdAgentError as exc:
             error_kind = "etcd"
             log.warning("cycle failed", error=str(exc))
@@ -277,6 +285,18 @@ class Daemon:
         self.metrics.cycle_finished(ok, self.monotonic() - started, self.clock(), error_kind)
         self.beat()
         return ok
+
+    def _check_cluster_id(self, snapshot: ClusterSnapshot) -> None:
+        """Refuse to watch (let alone maintain) a different cluster than the one first seen:
+        an endpoint reused by another cluster must not get its members defragmented."""
+        if self.cluster_id is None:
+            self.cluster_id = snapshot.cluster_id
+        elif snapshot.cluster_id != self.cluster_id:
+            raise EtcdAgentError(
+                f"the endpoints now answer for cluster {snapshot.cluster_id:x}, not "
+                f"{self.cluster_id:x} seen at start: refusing to act (restart the agent if the "
+                "cluster was really replaced)"
+            )
 
     def _window(self, now: datetime) -> WindowState:
         if self.once and not self.settings.windows:
@@ -365,6 +385,11 @@ class Daemon:
                 signal.signal(sig, handler)
 
     def _run_once(self) -> int:
+        log.info(
+            "etcdagent started (one pass)",
+            version=__version__,
+            config=effective_config(self.settings),
+        )
         self.cycle()
         if not self.stop.is_set():
             gap = min(self.settings.daemon.lookback, self.settings.daemon.interval)

@@ -127,7 +127,9 @@ def compaction_target(
                 f"keeps the last {settings.retain_revisions} revisions",
             )
         )
-    if settings.retain is not None:
+    if settings.retain == 0:
+        candidates.append((current, "keeps no history by time (retain 0)"))
+    elif settings.retain is not None:
         marker = newest_marker_before(markers, now - timedelta(seconds=settings.retain))
         if marker is None:
             return None, (

@@ -73,7 +73,15 @@ class EtcdProtocolError(EtcdError):
 
 
 class ClusterUnavailableError(EtcdAgentError):
-    """No configured endpoint answered: nothing can be observed, let alone maintained."""
+    """No configured endpoint answered: nothing can be observed, let alone maintained.
+
+    ``transient`` is False when every endpoint failed for a reason that retrying cannot fix (a
+    TLS or DNS mistake, a refused password): a configuration problem rather than an outage.
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class LockBusyError(EtcdAgentError):

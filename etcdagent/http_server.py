@@ -206,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops SYNs in a burst; each dropped one costs the
+    # client a 1 s retransmit, so a scrape arriving during the burst would wait for it.
+    request_queue_size = 128
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a stalled client
 

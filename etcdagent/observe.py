@@ -51,7 +51,9 @@ def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
                 errors.append(exc)
         if all(e.transient for e in errors):
             raise _AllFailedTransiently(errors)
-        raise ClusterUnavailableError(_no_endpoint_message(errors))
+        raise ClusterUnavailableError(
+            _no_endpoint_message(errors), transient=any(e.transient for e in errors)
+        )
 
     retrying = Retrying(
         stop=stop_after_delay(cluster.settings.connection.retry_deadline),
@@ -112,11 +114,15 @@ def _observe_member(
             error="not observed: none of the configured endpoints is this member's and "
             "discovery is off",
         )
-    client = cluster.member(endpoint, member.name)
     status: MemberStatus | None = None
     metrics: MemberMetrics | None = None
     error = metrics_error = None
     silent = False
+    try:
+        # A member advertising a malformed URL is that member's error, not the snapshot's.
+        client = cluster.member(endpoint, member.name)
+    except EtcdError as exc:
+        return MemberSnapshot(member=member, endpoint=endpoint, error=str(exc))
     try:
         status = client.status()
         if status.member_id != member.id:

@@ -300,8 +300,14 @@ def test_all_endpoints_unreachable_then_back_recovers_without_a_restart(
 ) -> None:
     cluster = etcd_cluster
     known = seed_keys(cluster)
+    # Every member SIGSTOPped, none killed: a killed member's port is free for any other process
+    # on the host to bind (another cluster's etcd, on a shared CI machine), which would answer.
     daemon, clocks = make_daemon(
-        settings_for(cluster.endpoints, daemon={"error_backoff_max": "5s"})
+        settings_for(
+            cluster.endpoints,
+            connection={"request_timeout": "1s"},
+            daemon={"error_backoff_max": "8s"},
+        )
     )
     server = AgentHTTPServer(
         "127.0.0.1:0", daemon.registry, healthy=daemon.healthy, ready=daemon.ready
@@ -313,32 +319,30 @@ def test_all_endpoints_unreachable_then_back_recovers_without_a_restart(
             assert http_get(server.url + "/readyz")[0] == 200
             last_success = sample(daemon, "etcdagent_last_successful_cycle_timestamp_seconds")
 
-            frozen, *killed = cluster.members
-            frozen.stop()  # SIGSTOP: accepts connections, answers nothing (timeouts)
-            for member in killed:
-                member.kill()  # connection refused
+            for member in cluster.members:
+                member.stop()  # SIGSTOP: accepts connections, answers nothing (timeouts)
             pauses: list[float] = []
-            for _ in range(5):
+            for _ in range(4):
                 clocks.advance(daemon.pause())
                 assert not daemon.cycle(), logs.getvalue()[-4000:]
                 pauses.append(daemon.pause())
             # Doubling from the 1s interval, capped at daemon.error_backoff_max.
-            assert pauses == [2.0, 4.0, 5.0, 5.0, 5.0]
-            assert sample(daemon, "etcdagent_cycle_errors_total", kind="unreachable") == 5
+            assert pauses == [2.0, 4.0, 8.0, 8.0]
+            assert sample(daemon, "etcdagent_cycle_errors_total", kind="unreachable") == 4
             assert (
                 sample(daemon, "etcdagent_last_successful_cycle_timestamp_seconds") == last_success
             )
-            # 17 s without reaching etcd (limit: 3 intervals + 10 s): not ready (and says why), but the loop is alive.
+            # 15 s without reaching etcd (limit: 3 intervals + 10 s): not ready, and says why;
+            # the loop itself is alive (its cycles keep ending).
             reason = daemon.ready()
-            assert reason is not None and "etcd not reached for" in reason
+            assert reason is not None and "etcd not reached for 15s" in reason
             assert daemon.healthy() is None
             status, body = http_get(server.url + "/readyz")
             assert (status, body.strip()) == (503, reason)
             assert http_get(server.url + "/healthz")[0] == 200
 
-            frozen.cont()
-            for member in killed:
-                member.restart(wait=False)
+            for member in cluster.members:
+                member.cont()
             cluster.wait_healthy()
             clocks.advance(daemon.pause())
             assert daemon.cycle(), "the daemon must recover without a restart"
@@ -347,14 +351,15 @@ def test_all_endpoints_unreachable_then_back_recovers_without_a_restart(
             assert http_get(server.url + "/readyz")[0] == 200
             for member in cluster.members:
                 assert sample(daemon, "etcdagent_member_up", **member_labels(member)) == 1
-            assert sample(daemon, "etcdagent_cycle_errors_total", kind="unreachable") == 5
+            assert sample(daemon, "etcdagent_cycle_errors_total", kind="unreachable") == 4
         errors = failures(logs.getvalue())
     finally:
         server.stop()
-    assert len(errors) == 5
+    assert len(errors) == 4
     for error in errors:
         assert error.startswith("no etcd endpoint answered"), error
-        assert "connection refused" in error and "timed out" in error, error
+        for url in cluster.endpoints:
+            assert f"{url}: member list failed: timed out" in error, error
         assert "\n" not in error
     assert_healthy_end(cluster, known)
 

@@ -129,10 +129,16 @@ def test_newest_marker_before_picks_the_newest_old_enough() -> None:
     assert newest_marker_before([], WHEN) is None
 
 
+def test_retain_zero_compacts_to_the_current_revision_without_markers() -> None:
+    target, why = compaction_target(three(revision=20_000), CompactionSettings(retain=0), [], WHEN)
+    assert target == 20_000
+    assert "retain 0" in why
+
+
 @given(
     offsets=st.lists(st.integers(min_value=0, max_value=100_000), max_size=20),
     revisions=st.lists(st.integers(min_value=0, max_value=10_000), min_size=20, max_size=20),
-    retain=st.integers(min_value=0, max_value=50_000),
+    retain=st.integers(min_value=1, max_value=50_000),
 )
 def test_never_a_target_younger_than_the_retention(
     offsets: list[int], revisions: list[int], retain: int

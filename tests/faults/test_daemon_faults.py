@@ -377,7 +377,9 @@ def test_an_unresolvable_endpoint_alone_fails_and_alongside_a_good_one_is_bypass
     with json_logs() as logs:
         alone, _ = make_daemon(settings_for([bad]))
         assert not alone.cycle()
-    assert sample(alone, "etcdagent_cycle_errors_total", kind="unreachable") == 1
+    # A name that does not resolve is a configuration mistake, counted apart from an outage.
+    assert sample(alone, "etcdagent_cycle_errors_total", kind="config") == 1
+    assert sample(alone, "etcdagent_cycle_errors_total", kind="unreachable") is None
     assert alone.ready() == "etcd not reached yet"
     (error,) = failures(logs.getvalue())
     assert "cannot resolve host name 'nope.invalid'" in error, error

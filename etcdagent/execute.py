@@ -104,7 +104,6 @@ class Executor:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.listener = listener or StepListener()
-        self._monotonic = monotonic
         self.monotonic = monotonic
         self._clock = clock
         self._ensure_lock = ensure_lock
@@ -174,7 +173,7 @@ class Executor:
             return self._result(step, StepStatus.REFUSED, str(exc))
         self.listener.started(step)
         started_at = self._clock()
-        t0 = self._monotonic()
+        t0 = self.monotonic()
         try:
             if step.kind is StepKind.COMPACT:
                 return self._compact(step, started_at, t0)
@@ -191,7 +190,7 @@ class Executor:
                 StepStatus.FAILED,
                 str(exc),
                 started_at=started_at,
-                duration=self._monotonic() - t0,
+                duration=self.monotonic() - t0,
             )
 
     def _compact(self, step: Step, started_at: datetime, t0: float) -> StepResult:
@@ -211,7 +210,7 @@ class Executor:
             StepStatus.DONE if fresh else StepStatus.ALREADY_DONE,
             message,
             started_at=started_at,
-            duration=self._monotonic() - t0,
+            duration=self.monotonic() - t0,
             warning=warning,
         )
 
@@ -226,7 +225,7 @@ class Executor:
         finishes, so both are checked (the count only when this run's compaction was new).
         Returns a warning when it could not be confirmed in time.
         """
-        deadline = self._monotonic() + self.settings.compaction.applied_timeout
+        deadline = self.monotonic() + self.settings.compaction.applied_timeout
         while True:
             snapshot = self.observe()
             finished_now = _compactions_finished(snapshot)
@@ -245,7 +244,7 @@ class Executor:
                         pending.append(f"{name} (still compacting)")
             if not pending:
                 return None
-            if self._monotonic() >= deadline or self.wait(0.1):
+            if self.monotonic() >= deadline or self.wait(0.1):
                 return "not confirmed applied on: " + ", ".join(pending)
 
     def refresh_sizes(self, timeout: float = 5.0) -> None:
@@ -256,7 +255,7 @@ class Executor:
         backends a commit interval (100 ms by default), and repeat until every member's in-use
         size stays the same twice in a row.
         """
-        deadline = self._monotonic() + timeout
+        deadline = self.monotonic() + timeout
         previous: dict[int, int | None] | None = None
         while True:
             snapshot = self.observe(with_metrics=False)
@@ -271,7 +270,7 @@ class Executor:
             current = {
                 m.member.id: m.db_size_in_use for m in self.observe(with_metrics=False).voting
             }
-            if current == previous or self._monotonic() >= deadline:
+            if current == previous or self.monotonic() >= deadline:
                 return
             previous = current
 
@@ -334,7 +333,7 @@ class Executor:
                 StepStatus.FAILED,
                 after,
                 started_at=started_at,
-                duration=self._monotonic() - t0,
+                duration=self.monotonic() - t0,
                 db_size_before=size_before,
                 warning=warning,
             )
@@ -352,7 +351,7 @@ class Executor:
             f"{format_bytes(size_before)} -> {format_bytes(size_after)}, reclaimed "
             f"{format_bytes(max(0, reclaimed))}",
             started_at=started_at,
-            duration=self._monotonic() - t0,
+            duration=self.monotonic() - t0,
             db_size_before=size_before,
             db_size_after=size_after,
             db_size_in_use_after=after.status.db_size_in_use,
@@ -362,7 +361,7 @@ class Executor:
 
     def wait_recovered(self, member_id: int) -> MemberSnapshot | str:
         """Until the member answers and has applied what the leader had committed; or why not."""
-        deadline = self._monotonic() + self.settings.defrag.recovery_timeout
+        deadline = self.monotonic() + self.settings.defrag.recovery_timeout
         target_index: int | None = None
         last = "it did not answer"
         while True:
@@ -378,7 +377,7 @@ class Executor:
                 last = f"applied index {applied}, leader's commit {target_index}"
             elif snap is not None and snap.error:
                 last = snap.error
-            if self._monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 return (
                     f"did not answer and catch up within "
                     f"{format_duration(self.settings.defrag.recovery_timeout)}: {last}"
@@ -403,7 +402,7 @@ class Executor:
                 StepStatus.SKIPPED,
                 "leadership already moved elsewhere",
                 started_at=started_at,
-                duration=self._monotonic() - t0,
+                duration=self.monotonic() - t0,
             )
         target = snapshot.by_id(step.target_id)
         if target is None or not target.reachable:
@@ -411,7 +410,7 @@ class Executor:
                 step, StepStatus.REFUSED, "the new leader does not answer", started_at=started_at
             )
         self.client_for(leader).move_leader(step.target_id)
-        deadline = self._monotonic() + self.settings.defrag.recovery_timeout
+        deadline = self.monotonic() + self.settings.defrag.recovery_timeout
         while True:
             snapshot = self.observe(with_metrics=False)
             if snapshot.leader_id == step.target_id and all(
@@ -425,15 +424,15 @@ class Executor:
                     StepStatus.DONE,
                     f"{name} is the leader now",
                     started_at=started_at,
-                    duration=self._monotonic() - t0,
+                    duration=self.monotonic() - t0,
                 )
-            if self._monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 return self._result(
                     step,
                     StepStatus.FAILED,
                     "the new leader was not confirmed in time",
                     started_at=started_at,
-                    duration=self._monotonic() - t0,
+                    duration=self.monotonic() - t0,
                 )
             self.wait(0.05)
 
@@ -456,7 +455,7 @@ class Executor:
                 StepStatus.ALREADY_DONE,
                 f"no {step.alarm.alarm.value} alarm is listed",
                 started_at=started_at,
-                duration=self._monotonic() - t0,
+                duration=self.monotonic() - t0,
             )
         for alarm in listed:
             client.disarm(alarm)
@@ -467,14 +466,14 @@ class Executor:
                 StepStatus.FAILED,
                 "still listed after disarming: " + ", ".join(str(a) for a in remaining),
                 started_at=started_at,
-                duration=self._monotonic() - t0,
+                duration=self.monotonic() - t0,
             )
         return self._result(
             step,
             StepStatus.DONE,
             "disarmed " + ", ".join(str(a) for a in listed),
             started_at=started_at,
-            duration=self._monotonic() - t0,
+            duration=self.monotonic() - t0,
         )
 
     def _probe(self, step: Step, started_at: datetime, t0: float) -> StepResult:
@@ -492,5 +491,5 @@ class Executor:
             StepStatus.DONE,
             f"wrote and deleted {key} (revision {revision})",
             started_at=started_at,
-            duration=self._monotonic() - t0,
+            duration=self.monotonic() - t0,
         )

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from etcdagent.logs import configure_logging
 from etcdagent.maintenance import Maintenance, Outcome
 from etcdagent.settings import LogSettings, Settings, load_settings
 from etcdagent.testing import EtcdCluster, EtcdRequestError
+from etcdagent.testing.clock import FakeClock
 from etcdagent.testing.scenario import (
     SMALL_DB_ENV,
     agent_command,
@@ -57,19 +58,6 @@ WRONG_PASSWORD = "wr0ng-Pa55word-7f3e9c"  # a test value never to be printed
 
 
 # -- clocks and daemons -------------------------------------------------------------------------
-
-
-class FakeClock:
-    """Wall time the test moves; the daemon, its snapshots and its markers all read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FakeMonotonic:

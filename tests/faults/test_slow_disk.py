@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import pytest
 from etcdagent.daemon import Daemon
 from etcdagent.settings import Settings, load_settings
 from etcdagent.testing import EtcdCluster, EtcdMember
+from etcdagent.testing.clock import FakeClock
 from etcdagent.testing.etcdlog import defrag_intervals, max_concurrent_defrags
 from etcdagent.testing.scenario import assert_healthy_end, fragment, seed_keys, wait_for
 
@@ -234,19 +235,6 @@ def slow_disk_under(member: EtcdMember, control: Path) -> Iterator[None]:
             server.kill()
             server.wait(timeout=10)
         server_log.close()
-
-
-class FakeClock:
-    """Wall time the test moves; the daemon and its snapshots read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _settings(cluster: EtcdCluster) -> Settings:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from etcdagent.daemon import Daemon
 from etcdagent.settings import Settings, load_settings
 from etcdagent.testing import EtcdCluster, EtcdRequestError
+from etcdagent.testing.clock import FakeClock
 from etcdagent.testing.etcdlog import defrag_intervals, max_concurrent_defrags
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -32,19 +33,6 @@ ClusterFactory = Callable[..., EtcdCluster]
 
 NIGHT = datetime(2026, 11, 30, 2, 10, tzinfo=UTC)  # inside the 02:00-03:00 UTC window
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # outside it
-
-
-class FakeClock:
-    """Wall time the test moves; the daemon, its snapshots and its markers all read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def daemon_settings(cluster: EtcdCluster, **groups: dict[str, Any]) -> Settings:

@@ -126,6 +126,21 @@ def not_yet_defragmented_follower(cluster: EtcdCluster) -> EtcdMember:
     return next(m for m in cluster.followers() if m.name not in done)
 
 
+def rerun_completes(cluster: EtcdCluster, victim: EtcdMember, *args: str) -> datetime:
+    """The operator's second run, once the fault is gone, finishes what the first left over
+    (the victim included); returns when it started, for checks on etcd's logs after it."""
+    cluster.wait_healthy()
+    left = {m.name for m in cluster.members} - set(members_defragmented(cluster))
+    since = datetime.now(UTC)
+    code, again, err = rerun(cluster, *args)
+
+    assert code == 0, (again, err[-3000:])
+    assert again["outcome"] == "done", again
+    assert victim.name in left
+    assert_rest_defragmented(cluster, again, left, since)
+    return since
+
+
 def assert_rest_defragmented(
     cluster: EtcdCluster, report: dict[str, Any], left: set[str], since: datetime
 ) -> None:
@@ -164,15 +179,7 @@ def test_follower_killed_mid_sweep_stops_it_and_a_rerun_finishes(
     assert victim.name not in {i.member for i in defrag_intervals(cluster)}
 
     victim.restart()
-    cluster.wait_healthy()
-    left = {m.name for m in cluster.members} - set(members_defragmented(cluster))
-    since = datetime.now(UTC)
-    code, again, err = rerun(cluster)
-
-    assert code == 0, (again, err[-3000:])
-    assert again["outcome"] == "done", again
-    assert victim.name in left
-    assert_rest_defragmented(cluster, again, left, since)
+    rerun_completes(cluster, victim)
     assert_healthy_end(cluster, known)
 
 
@@ -209,15 +216,7 @@ def test_member_frozen_longer_than_the_request_timeout_then_continued(
     assert victim.name not in {i.member for i in defrag_intervals(cluster)}
     assert started_since(cluster, frozen_at) == []
 
-    cluster.wait_healthy()
-    left = {m.name for m in cluster.members} - set(members_defragmented(cluster))
-    since = datetime.now(UTC)
-    code, again, err = rerun(cluster, "--request-timeout", "1s")
-
-    assert code == 0, (again, err[-3000:])
-    assert again["outcome"] == "done", again
-    assert victim.name in left
-    assert_rest_defragmented(cluster, again, left, since)
+    rerun_completes(cluster, victim, "--request-timeout", "1s")
     assert_healthy_end(cluster, known)
 
 
@@ -259,15 +258,8 @@ def test_leader_killed_mid_sweep_refuses_without_a_spare_then_a_rerun_finishes(
     assert f"{old_leader.name} does not answer" in err  # the log names it too
 
     old_leader.restart()
-    cluster.wait_healthy()
     left = {m.name for m in cluster.members} - set(members_defragmented(cluster))
-    since = datetime.now(UTC)
-    code, again, err = rerun(cluster)
-
-    assert code == 0, (again, err[-3000:])
-    assert again["outcome"] == "done", again
-    assert old_leader.name in left
-    assert_rest_defragmented(cluster, again, left, since)
+    since = rerun_completes(cluster, old_leader)
     leader_now = cluster.leader().name
     last = [i.member for i in finished_since(cluster, since)][-1]
     assert last == leader_now or leader_now not in left  # the (new) leader still goes last

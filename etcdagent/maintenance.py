@@ -35,10 +35,6 @@ from etcdagent.snapshot import ClusterSnapshot
 
 log = structlog.get_logger()
 
-# A plan older than this when the lock is finally ours is made again: another agent may have
-# done (part of) the work meanwhile.
-LOCK_WAIT_REPLAN = 1.0
-
 
 class Outcome(StrEnum):
     DONE = "done"
@@ -90,6 +86,10 @@ class PlanListener(StepListener):
 
     def plan(self, phase: PhasePlan) -> None:  # pragma: no cover - default does nothing
         """A plan was decided."""
+
+
+def _step_keys(plan: Plan) -> list[tuple[str, int | None]]:
+    return [(step.kind.value, step.member_id) for step in plan.steps]
 
 
 class Maintenance:
@@ -376,25 +376,23 @@ class Maintenance:
             return self._finish(report, Outcome.REFUSED, first.refusal)
         if first.nothing_to_do and not will_compact:
             return self._finish(report, Outcome.NOTHING_TO_DO)
-        waited_from = self.executor.monotonic()
         busy = self._acquire_lock(report)
         if busy is not None:
             return self._finish(report, Outcome.REFUSED, busy)
-        waited = self.executor.monotonic() - waited_from
         try:
-            if not will_compact and waited > LOCK_WAIT_REPLAN:
-                # Another agent worked while we waited: what is worth it was decided before.
-                first = self._decided(
-                    report,
-                    "defrag",
-                    f"again after waiting {waited:.0f}s for the lock",
-                    plan_defrag(
-                        self.executor.observe(),
-                        self.settings,
-                        force=force,
-                        local=self.local_member,
-                    ),
+            if not will_compact:
+                # The plan was made before the lock was ours: another agent may have done (some
+                # of) the work meanwhile, so decide again on what the cluster looks like now.
+                again = plan_defrag(
+                    self.executor.observe(), self.settings, force=force, local=self.local_member
                 )
+                if _step_keys(again) != _step_keys(first) or again.refusal != first.refusal:
+                    first = self._decided(
+                        report,
+                        "defrag",
+                        "again once the lock was ours (the cluster changed)",
+                        again,
+                    )
                 if first.refusal:
                     return self._finish(report, Outcome.REFUSED, first.refusal)
             if compaction is not None and compaction.steps:
@@ -430,16 +428,13 @@ class Maintenance:
             return self._finish(report, Outcome.NOTHING_TO_DO, plan.notes[0])
         if self.dry_run:
             return self._finish(report, Outcome.DONE)
-        waited_from = self.executor.monotonic()
         busy = self._acquire_lock(report)
         if busy is not None:
             return self._finish(report, Outcome.REFUSED, busy)
-        if self.executor.monotonic() - waited_from > LOCK_WAIT_REPLAN:
+        again = plan_recover(self.executor.observe(), self.settings)
+        if _step_keys(again) != _step_keys(plan) or again.refusal != plan.refusal:
             plan = self._decided(
-                report,
-                "recover",
-                "again after waiting for the lock",
-                plan_recover(self.executor.observe(), self.settings),
+                report, "recover", "again once the lock was ours (the cluster changed)", again
             )
             if plan.refusal or plan.nothing_to_do:
                 self._release_lock()

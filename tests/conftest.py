@@ -7,12 +7,7 @@ Pick the etcd version with ``ETCDAGENT_TEST_ETCD=3.5.1|3.4.23|/path/to/etcd`` (d
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +16,7 @@ import pytest
 
 from etcdagent.testing import EtcdCluster
 from etcdagent.testing import etcd_binary as find_etcd_binary
+from etcdagent.testing.services import serve_on_free_port
 
 ClusterFactory = Callable[..., EtcdCluster]
 
@@ -114,20 +110,6 @@ def _pushgateway_binary() -> Path | None:
     return next((p for p in PUSHGATEWAY_BINARIES if p.exists()), None)
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[str]:
     """The URL of a fresh Pushgateway (in-memory, no persistence), stopped at teardown."""
@@ -138,42 +120,15 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
             "(or set ETCDAGENT_TEST_PUSHGATEWAY=/path/to/pushgateway)"
         )
     log_path = tmp_path / "pushgateway.log"
-    for _attempt in range(3):  # the free port can be taken between probing and binding
-        port = _free_tcp_port()
-        url = f"http://127.0.0.1:{port}"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    # Debian's build persists to /var/lib/prometheus by default: keep it in memory.
-                    "--persistence.file=",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if _http_get(f"{url}/-/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            proc.wait(timeout=5)
-            continue
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        return
-    pytest.fail(f"the pushgateway did not start: {log_path.read_text(errors='replace')[-2000:]}")
+
+    def argv(port: int, _attempt: int) -> list[str]:
+        return [
+            str(binary),
+            f"--web.listen-address=127.0.0.1:{port}",
+            # Debian's build persists to /var/lib/prometheus by default: keep it in memory.
+            "--persistence.file=",
+            "--log.level=warn",
+        ]
+
+    with serve_on_free_port(argv, log_path, what="the pushgateway", timeout=10) as (url, _proc):
+        yield url

@@ -8,9 +8,7 @@ elsewhere: a directory holding ``usr/bin/prometheus`` or ``prometheus``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +24,7 @@ import yaml
 from etcdagent.daemon import Daemon
 from etcdagent.settings import load_settings
 from etcdagent.testing import EtcdCluster
+from etcdagent.testing.services import serve_on_free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -49,12 +48,6 @@ def prometheus_binary() -> Path:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
     """Call ``probe`` until it returns something other than None (or fail after ``timeout``)."""
     deadline = time.monotonic() + timeout
@@ -65,16 +58,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Prometheus:
@@ -145,37 +128,18 @@ def prometheus(prometheus_installed: Path, agent: Daemon, tmp_path: Path) -> Ite
     config_path = tmp_path / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "prometheus.log"
-    for attempt in range(3):  # the free port can be taken between probing and binding
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={tmp_path / f'tsdb-{attempt}'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            deadline = time.monotonic() + 20
-            ready = False
-            while proc.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(requests.RequestException):
-                    ready = requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-                if ready:
-                    break
-                time.sleep(0.1)
-            if ready:
-                yield Prometheus(url, proc, log_path)
-                return
-        finally:
-            stop_process(proc)
-    pytest.fail(f"prometheus did not start: {log_path.read_text(errors='replace')[-3000:]}")
+
+    def argv(port: int, attempt: int) -> list[str]:
+        return [
+            str(binary),
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={tmp_path / f'tsdb-{attempt}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+
+    with serve_on_free_port(argv, log_path, what="prometheus") as (url, proc):
+        yield Prometheus(url, proc, log_path)
 
 
 def by_member(samples: list[dict[str, Any]]) -> dict[tuple[str, str], float]:

@@ -8,7 +8,6 @@ alone.
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from etcdagent.errors import EtcdAgentError
 from etcdagent.http_server import push
 from etcdagent.models import Member, MemberStatus
 from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.testing.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -33,12 +33,6 @@ def _get(url: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _snapshot() -> ClusterSnapshot:
@@ -127,6 +121,6 @@ def test_a_refused_push_is_an_agent_error(pushgateway: str) -> None:
 
 
 def test_an_unreachable_pushgateway_is_an_agent_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EtcdAgentError, match=f"push to Pushgateway {url} failed"):
         push(CollectorRegistry(), url, timeout=2)

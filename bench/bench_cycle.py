@@ -34,11 +34,11 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from etcdagent.etcd_metrics import parse_member_metrics
-from etcdagent.health import assess
+from etcdagent.etcd.metrics_text import parse_member_metrics
 from etcdagent.models import Member, MemberStatus
-from etcdagent.signals import SignalHistory
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.observe.health import assess
+from etcdagent.observe.signals import SignalHistory
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 
 DATA = Path(__file__).parent.parent / "tests" / "unit" / "data"
 VERSIONS = ("3.5.1", "3.4.23")

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import requests
-
-from etcdagent.testing import EtcdCluster, etcd_binary, etcd_version
+from etcdagent_testing import EtcdCluster, etcd_binary, etcd_version
 
 
 def rss_mib(pid: int) -> float:

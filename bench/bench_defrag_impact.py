@@ -47,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from etcdagent_testing import EtcdCluster, EtcdMember, etcd_binary, etcd_version, etcdctl_binary
 from loadgen import SLOW, LoadGenerator, LoadSummary, percentile, summarize, write_csv
-
-from etcdagent.testing import EtcdCluster, EtcdMember, etcd_binary, etcd_version, etcdctl_binary
 
 SCENARIOS = ("baseline", "etcdagent", "etcdctl", "parallel")
 DEFRAG_TIMEOUT = 300.0  # seconds; a defrag is never cancelled by a client timeout anyway

@@ -45,10 +45,9 @@ from typing import Any
 
 import requests
 from bench_defrag_impact import fragment
+from etcdagent_testing import EtcdCluster, etcd_binary, etcd_version
+from etcdagent_testing.etcdlog import defrag_intervals
 from loadgen import percentile
-
-from etcdagent.testing import EtcdCluster, etcd_binary, etcd_version
-from etcdagent.testing.etcdlog import defrag_intervals
 
 SCENARIOS = ("baseline", "no_move_leader", "move_leader")
 VENV_BIN = Path(sys.executable).parent

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from etcdagent.testing import EtcdCluster, etcd_binary, etcd_version
+from etcdagent_testing import EtcdCluster, etcd_binary, etcd_version
 
 VENV_BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).with_name("results") / "reclaim.json"

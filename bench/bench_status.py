@@ -19,10 +19,11 @@ import statistics
 import time
 from pathlib import Path
 
-from etcdagent.client import ClusterClient
-from etcdagent.observe import take_snapshot
+from etcdagent_testing import EtcdCluster, etcd_binary, etcd_version
+
+from etcdagent.etcd.client import ClusterClient
+from etcdagent.observe.gather import take_snapshot
 from etcdagent.settings import load_settings
-from etcdagent.testing import EtcdCluster, etcd_binary, etcd_version
 
 
 def measure(cluster: EtcdCluster, rounds: int, workers: int) -> float:

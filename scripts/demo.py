@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from etcdagent.testing import EtcdCluster, etcd_binary, etcd_version
+from etcdagent_testing import EtcdCluster, etcd_binary, etcd_version
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real etcd clusters (see etcdagent.testing).
+"""Shared fixtures: real etcd clusters (see etcdagent_testing).
 
 Pick the etcd version with ``ETCDAGENT_TEST_ETCD=3.5.1|3.4.23|/path/to/etcd`` (default 3.5.1;
 3.4.23 needs ``bash scripts/install-etcd`` first).
@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from etcdagent.testing import EtcdCluster
-from etcdagent.testing import etcd_binary as find_etcd_binary
-from etcdagent.testing.services import serve_on_free_port
+from etcdagent_testing import EtcdCluster
+from etcdagent_testing import etcd_binary as find_etcd_binary
+from etcdagent_testing.services import serve_on_free_port
 
 ClusterFactory = Callable[..., EtcdCluster]
 

@@ -26,17 +26,17 @@ from typing import Any
 import pytest
 import structlog
 from click.testing import CliRunner
+from etcdagent_testing import EtcdCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from etcdagent.act.maintenance import Maintenance
+from etcdagent.agent.daemon import Daemon
+from etcdagent.agent.http_server import AgentHTTPServer
 from etcdagent.cli import cli
-from etcdagent.daemon import Daemon
-from etcdagent.http_server import AgentHTTPServer
 from etcdagent.logs import configure_logging
-from etcdagent.maintenance import Maintenance
 from etcdagent.settings import LogSettings, Settings, load_settings
-from etcdagent.testing import EtcdCluster
 
 ClusterFactory = Callable[..., EtcdCluster]
 

@@ -27,18 +27,9 @@ from typing import Any
 import pytest
 import requests
 import structlog
-from prometheus_client import generate_latest
-
-import etcdagent.client
-import etcdagent.logs
-from etcdagent.daemon import Daemon
-from etcdagent.http_server import AgentHTTPServer
-from etcdagent.logs import configure_logging
-from etcdagent.maintenance import Maintenance, Outcome
-from etcdagent.settings import LogSettings, Settings, load_settings
-from etcdagent.testing import EtcdCluster, EtcdRequestError
-from etcdagent.testing.clock import FakeClock
-from etcdagent.testing.scenario import (
+from etcdagent_testing import EtcdCluster, EtcdRequestError
+from etcdagent_testing.clock import FakeClock
+from etcdagent_testing.scenario import (
     SMALL_DB_ENV,
     agent_command,
     assert_healthy_end,
@@ -46,6 +37,15 @@ from etcdagent.testing.scenario import (
     seed_keys,
     wait_for,
 )
+from prometheus_client import generate_latest
+
+import etcdagent.etcd.client
+import etcdagent.logs
+from etcdagent.act.maintenance import Maintenance, Outcome
+from etcdagent.agent.daemon import Daemon
+from etcdagent.agent.http_server import AgentHTTPServer
+from etcdagent.logs import configure_logging
+from etcdagent.settings import LogSettings, Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -487,7 +487,7 @@ def test_an_expired_auth_token_is_renewed_by_the_daemon(
         issued.extend(values)
         etcdagent.logs.register_secrets(values)
 
-    monkeypatch.setattr(etcdagent.client, "register_secrets", record)
+    monkeypatch.setattr(etcdagent.etcd.client, "register_secrets", record)
     settings = settings_for(
         cluster.endpoints,
         auth={"username": "root", "password": cluster.root_password},

@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etcdagent_testing import EtcdCluster, EtcdMember
+from etcdagent_testing.clock import FakeClock
+from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags
+from etcdagent_testing.scenario import assert_healthy_end, fragment, seed_keys, wait_for
 
-from etcdagent.daemon import Daemon
+from etcdagent.agent.daemon import Daemon
 from etcdagent.settings import Settings, load_settings
-from etcdagent.testing import EtcdCluster, EtcdMember
-from etcdagent.testing.clock import FakeClock
-from etcdagent.testing.etcdlog import defrag_intervals, max_concurrent_defrags
-from etcdagent.testing.scenario import assert_healthy_end, fragment, seed_keys, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -4,7 +4,7 @@ A member killed or frozen, the leader killed, the agent itself SIGKILLed mid-def
 agents (two daemons and a `run --once`) at once. Each scenario ends with the same checks: the
 cluster is healthy, every key written before the fault reads back unchanged, and etcd's own logs
 show no two defragmentations at once. What the tests believe about defragmentation comes from
-etcd's logs (etcdagent.testing.etcdlog), what the agent says from its report and its stderr.
+etcd's logs (etcdagent_testing.etcdlog), what the agent says from its report and its stderr.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from etcdagent.testing import EtcdCluster
-from etcdagent.testing.cluster import EtcdMember
-from etcdagent.testing.etcdlog import DefragInterval, defrag_intervals
-from etcdagent.testing.scenario import (
+from etcdagent_testing import EtcdCluster
+from etcdagent_testing.cluster import EtcdMember
+from etcdagent_testing.etcdlog import DefragInterval, defrag_intervals
+from etcdagent_testing.scenario import (
     assert_healthy_end,
     first_defrag_finished,
     fragment,

@@ -1,4 +1,4 @@
-"""The real-etcd harness itself: these fail when etcdagent.testing is wrong."""
+"""The real-etcd harness itself: these fail when etcdagent_testing is wrong."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from etcdagent.testing import EtcdCluster, EtcdHarnessError, EtcdRequestError, etcd_version
-from etcdagent.testing import cluster as cluster_module
+from etcdagent_testing import EtcdCluster, EtcdHarnessError, EtcdRequestError, etcd_version
+from etcdagent_testing import cluster as cluster_module
 
 pytestmark = pytest.mark.integration
 

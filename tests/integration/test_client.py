@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from etcdagent_testing import EtcdCluster, EtcdMember, EtcdRequestError
 
-from etcdagent.client import ClusterClient, MemberClient
 from etcdagent.errors import EtcdError, EtcdFutureRevisionError, EtcdNoSpaceError
+from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.models import AlarmType
 from etcdagent.settings import load_settings
-from etcdagent.testing import EtcdCluster, EtcdMember, EtcdRequestError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

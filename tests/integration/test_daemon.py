@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 import requests
+from etcdagent_testing import EtcdCluster, EtcdRequestError
+from etcdagent_testing.clock import FakeClock
+from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags
 from prometheus_client.parser import text_string_to_metric_families
 
-from etcdagent.daemon import Daemon
+from etcdagent.agent.daemon import Daemon
 from etcdagent.settings import Settings, load_settings
-from etcdagent.testing import EtcdCluster, EtcdRequestError
-from etcdagent.testing.clock import FakeClock
-from etcdagent.testing.etcdlog import defrag_intervals, max_concurrent_defrags
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from etcdagent_testing import EtcdCluster
 
-from etcdagent.client import ClusterClient, MemberClient
+from etcdagent.act.lock import LOCK_KEY, MaintenanceLock, current_holder
 from etcdagent.errors import LockBusyError, LockLostError
-from etcdagent.lease_lock import LOCK_KEY, MaintenanceLock, current_holder
+from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.settings import load_settings
-from etcdagent.testing import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -242,8 +242,8 @@ def test_auth_cluster_with_root(etcd_cluster_factory: ClusterFactory) -> None:
 
 _CHILD = r"""
 import sys, time
-from etcdagent.client import ClusterClient
-from etcdagent.lease_lock import MaintenanceLock, default_holder
+from etcdagent.etcd.client import ClusterClient
+from etcdagent.act.lock import MaintenanceLock, default_holder
 from etcdagent.settings import load_settings
 
 endpoints, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]

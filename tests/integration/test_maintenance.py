@@ -1,7 +1,7 @@
 """`etcdagent compact | defrag | recover` against real 3-member clusters.
 
 What the tests believe about defragmentation comes from etcd's own log lines (see
-etcdagent.testing.etcdlog), not from etcdagent's output.
+etcdagent_testing.etcdlog), not from etcdagent's output.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from etcdagent_testing import EtcdCluster, EtcdRequestError
+from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags, role_changes
 
-from etcdagent.client import ClusterClient
-from etcdagent.lease_lock import MaintenanceLock
-from etcdagent.maintenance import Maintenance, Outcome
+from etcdagent.act.lock import MaintenanceLock
+from etcdagent.act.maintenance import Maintenance, Outcome
+from etcdagent.etcd.client import ClusterClient
 from etcdagent.settings import load_settings
-from etcdagent.testing import EtcdCluster, EtcdRequestError
-from etcdagent.testing.etcdlog import defrag_intervals, max_concurrent_defrags, role_changes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

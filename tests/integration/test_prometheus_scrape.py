@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+from etcdagent_testing import EtcdCluster
+from etcdagent_testing.services import serve_on_free_port
 
-from etcdagent.daemon import Daemon
+from etcdagent.agent.daemon import Daemon
 from etcdagent.settings import load_settings
-from etcdagent.testing import EtcdCluster
-from etcdagent.testing.services import serve_on_free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

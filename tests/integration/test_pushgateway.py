@@ -13,16 +13,16 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
+from etcdagent_testing.services import free_port
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from etcdagent import __version__
-from etcdagent.agent_metrics import AgentMetrics
+from etcdagent.agent.http_server import push
+from etcdagent.agent.metrics import AgentMetrics
 from etcdagent.errors import EtcdAgentError
-from etcdagent.http_server import push
 from etcdagent.models import Member, MemberStatus
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
-from etcdagent.testing.services import free_port
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

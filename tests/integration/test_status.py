@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from etcdagent_testing import EtcdCluster, EtcdRequestError
 
 from etcdagent.cli import cli
-from etcdagent.testing import EtcdCluster, EtcdRequestError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -268,7 +268,7 @@ def test_auth_right_and_wrong_password(etcd_cluster_factory: ClusterFactory) -> 
 
 
 def test_auth_token_is_renewed_when_rejected(etcd_cluster_factory: ClusterFactory) -> None:
-    from etcdagent.client import ClusterClient
+    from etcdagent.etcd.client import ClusterClient
     from etcdagent.settings import load_settings
 
     cluster = etcd_cluster_factory(size=1, auth=True, root_password="s3cret-Pa55")
@@ -290,8 +290,8 @@ def test_auth_token_is_renewed_when_rejected(etcd_cluster_factory: ClusterFactor
 
 
 def test_auth_without_credentials_cannot_write(etcd_cluster_factory: ClusterFactory) -> None:
-    from etcdagent.client import ClusterClient
     from etcdagent.errors import EtcdAuthError
+    from etcdagent.etcd.client import ClusterClient
     from etcdagent.settings import load_settings
 
     cluster = etcd_cluster_factory(size=1, auth=True)

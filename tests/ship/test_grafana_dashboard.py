@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from etcdagent.agent_metrics import AgentMetrics, metric_docs
+from etcdagent.agent.metrics import AgentMetrics, metric_docs
 from etcdagent.settings import load_settings
 
 pytestmark = pytest.mark.timeout(120)

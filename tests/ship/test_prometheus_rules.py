@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from etcdagent.agent_metrics import AgentMetrics, metric_docs
+from etcdagent.agent.metrics import AgentMetrics, metric_docs
 
 # jsonschema ships no type information: used through Any.
 jsonschema: Any = importlib.import_module("jsonschema")

@@ -92,6 +92,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "etcdagent/py.typed" in names
     assert not any(n.startswith(("tests/", "bench/", "scripts/")) for n in names), names
+    # The test harness is its own package (testing/), never part of the runtime wheel.
+    assert not any(n.startswith(("etcdagent/testing", "etcdagent_testing")) for n in names), names
 
     # The final stage: a fresh venv with only the wheel (and its dependencies).
     venv = tmp_path / "opt-etcdagent"
@@ -111,3 +113,17 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         60,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv), where
+    # Every runtime module imports without the test extras (no cryptography, no harness).
+    imports = "import etcdagent.cli, etcdagent.agent.daemon, etcdagent.act.maintenance"
+    run([str(venv / "bin/python"), "-c", imports], tmp_path, 60)
+    missing = run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import importlib.util as u; "
+            "print(u.find_spec('etcdagent_testing'), u.find_spec('cryptography'))",
+        ],
+        tmp_path,
+        60,
+    ).stdout.split()
+    assert missing == ["None", "None"], missing

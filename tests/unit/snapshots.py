@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etcdagent.models import Alarm, AlarmType, Member, MemberMetrics, MemberStatus
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 from etcdagent.settings import Settings, load_settings
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 MIB = 1024**2

@@ -22,7 +22,7 @@ from etcdagent.errors import (
     EtcdTLSError,
     EtcdUnreachableError,
 )
-from etcdagent.gateway_errors import connection_error, http_error, translate
+from etcdagent.etcd.gateway_errors import connection_error, http_error, translate
 
 EP = "https://10.0.0.1:2379"
 OP = "status"

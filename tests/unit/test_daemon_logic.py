@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from snapshots import GIB, WHEN, three
 
-from etcdagent.daemon import Daemon, effective_config
+from etcdagent.act.maintenance import Outcome, RunReport
+from etcdagent.agent.daemon import Daemon, effective_config
+from etcdagent.decide.triggers import CycleDecision, Trigger, decide_cycle
+from etcdagent.decide.windows import WindowState
 from etcdagent.errors import ConfigError
-from etcdagent.maintenance import Outcome, RunReport
+from etcdagent.observe.signals import MemberSignals
+from etcdagent.observe.snapshot import ClusterSnapshot
 from etcdagent.settings import Settings, load_settings
-from etcdagent.signals import MemberSignals
-from etcdagent.snapshot import ClusterSnapshot
-from etcdagent.triggers import CycleDecision, Trigger, decide_cycle
-from etcdagent.windows import WindowState
 
 PASSWORD = "hunter2-Zq9!secret"
 UNREACHABLE = "http://127.0.0.1:1"

@@ -10,19 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, settings, snap, three
 
-from etcdagent.decide import (
-    Marker,
-    cluster_gate_failures,
-    defrag_timeout,
-    defrag_worth,
-    plan_compaction,
-    plan_defrag,
-    plan_recover,
-    quorum_failure,
-    recover_disarm_problem,
-)
+from etcdagent.decide.compaction import Marker, plan_compaction
+from etcdagent.decide.defrag import defrag_timeout, defrag_worth, plan_defrag
+from etcdagent.decide.gates import cluster_gate_failures, quorum_failure
+from etcdagent.decide.plan import Plan, StepKind
+from etcdagent.decide.recovery import plan_recover, recover_disarm_problem
 from etcdagent.models import AlarmType
-from etcdagent.plan import Plan, StepKind
 from etcdagent.settings import DefragSettings
 
 

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from etcdagent import docgen
-from etcdagent.agent_metrics import AgentMetrics, metric_docs
-from etcdagent.cli import cli
+from etcdagent.agent.metrics import AgentMetrics, metric_docs
+from etcdagent.cli import cli, docgen
 from etcdagent.settings import Settings, load_settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -140,7 +139,7 @@ def test_flags_really_set_their_setting(monkeypatch: pytest.MonkeyPatch) -> None
         def run(self) -> int:
             return 0
 
-    monkeypatch.setattr("etcdagent.daemon.Daemon", FakeDaemon)
+    monkeypatch.setattr("etcdagent.agent.daemon.Daemon", FakeDaemon)
     result = click.testing.CliRunner().invoke(
         cli,
         [

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etcdagent.errors import EtcdProtocolError
-from etcdagent.etcd_metrics import parse_member_metrics
+from etcdagent.etcd.metrics_text import parse_member_metrics
 from etcdagent.models import MemberMetrics
 
 DATA = Path(__file__).parent / "data"

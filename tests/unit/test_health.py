@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from etcdagent.health import Verdict, assess
 from etcdagent.models import Alarm, AlarmType, Member, MemberMetrics, MemberStatus
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot, Role
+from etcdagent.observe.health import Verdict, assess
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot, Role
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 IDS = {"m1": 0xA1, "m2": 0xB2, "m3": 0xC3, "m4": 0xD4, "l1": 0xE5}

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from etcdagent.agent_metrics import AgentMetrics
+from etcdagent.agent.http_server import AgentHTTPServer, parse_listen, push
+from etcdagent.agent.metrics import AgentMetrics
 from etcdagent.errors import ConfigError, EtcdAgentError
-from etcdagent.http_server import AgentHTTPServer, parse_listen, push
 
 
 class Checks:

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from etcdagent.client import MemberClient
+from etcdagent.act.lock import MaintenanceLock, default_holder
 from etcdagent.errors import (
     ClusterUnavailableError,
     EtcdAuthError,
@@ -18,7 +18,7 @@ from etcdagent.errors import (
     LockBusyError,
     LockLostError,
 )
-from etcdagent.lease_lock import MaintenanceLock, default_holder
+from etcdagent.etcd.client import MemberClient
 
 
 class FakeEtcd:

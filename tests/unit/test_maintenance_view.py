@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from snapshots import IDS, MIB, WHEN, alarm, cluster, settings, snap
 
-from etcdagent.decide import plan_defrag, plan_recover
-from etcdagent.execute import StepResult, StepStatus
-from etcdagent.maintenance import Outcome, PhasePlan, RunReport
-from etcdagent.maintenance_view import describe_step, render_plan, render_summary
-from etcdagent.plan import Plan, Step, StepKind
+from etcdagent.act.executor import StepResult, StepStatus
+from etcdagent.act.maintenance import Outcome, PhasePlan, RunReport
+from etcdagent.cli.maintenance_view import describe_step, render_plan, render_summary
+from etcdagent.decide.defrag import plan_defrag
+from etcdagent.decide.plan import Plan, Step, StepKind
+from etcdagent.decide.recovery import plan_recover
 
 
 def sweep() -> Plan:

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from snapshots import WHEN, cluster, snap, three
 
-from etcdagent.client import MemberClient
-from etcdagent.decide import Marker, compaction_target, newest_marker_before
-from etcdagent.retention import prune_markers
+from etcdagent.act.markers import prune_markers
+from etcdagent.decide.compaction import Marker, compaction_target, newest_marker_before
+from etcdagent.etcd.client import MemberClient
 from etcdagent.settings import CompactionSettings
 
 

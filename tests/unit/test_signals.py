@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from snapshots import IDS, MIB, WHEN, member
 
-from etcdagent.etcd_metrics import parse_member_metrics
+from etcdagent.etcd.metrics_text import parse_member_metrics
 from etcdagent.models import Histogram, MemberMetrics, MemberStatus
-from etcdagent.signals import MemberSignals, SignalHistory, histogram_quantile
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.observe.signals import MemberSignals, SignalHistory, histogram_quantile
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 
 INF = math.inf
 # etcd's disk histograms (wal fsync, backend commit): 1 ms doubling up to 8.192 s.

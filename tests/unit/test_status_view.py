@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from etcdagent.health import Health, Verdict, assess
+from etcdagent.cli.status_view import render_table, status_json
 from etcdagent.models import Alarm, AlarmType, Member, MemberMetrics, MemberStatus
-from etcdagent.snapshot import ClusterSnapshot, MemberSnapshot
-from etcdagent.status_view import render_table, status_json
+from etcdagent.observe.health import Health, Verdict, assess
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 M1 = 0x8E9E05C52164694D

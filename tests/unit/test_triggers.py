@@ -10,11 +10,7 @@ from typing import Any
 import pytest
 from snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, snap, three
 
-from etcdagent.models import AlarmType
-from etcdagent.settings import Settings, load_settings
-from etcdagent.signals import MemberSignals
-from etcdagent.snapshot import ClusterSnapshot
-from etcdagent.triggers import (
+from etcdagent.decide.triggers import (
     GATES,
     SAFETY_GATES,
     Action,
@@ -24,7 +20,11 @@ from etcdagent.triggers import (
     evaluate_gates,
     quota_pressure,
 )
-from etcdagent.windows import WindowState
+from etcdagent.decide.windows import WindowState
+from etcdagent.models import AlarmType
+from etcdagent.observe.signals import MemberSignals
+from etcdagent.observe.snapshot import ClusterSnapshot
+from etcdagent.settings import Settings, load_settings
 
 NOW = WHEN
 OPEN = WindowState(

@@ -10,13 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from etcdagent.windows import (
-    MaintenanceWindow,
-    WindowState,
-    describe,
-    shortest_period,
-    window_state,
-)
+from etcdagent.decide.windows import WindowState, describe, window_state
+from etcdagent.settings.windows import MaintenanceWindow, shortest_period
 
 
 def utc(

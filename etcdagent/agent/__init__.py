@@ -1,0 +1,1 @@
+"""The daemon: its loop, its HTTP endpoint and its own metrics."""

@@ -1,0 +1,1 @@
+"""Decide: pure functions from snapshots, settings and the time to plans with reasons."""

@@ -1,0 +1,68 @@
+"""Safety gates every disruptive step must pass: cluster health and quorum with a spare.
+
+Kept apart from the plans so that the executor re-checks exactly the same rules on a fresh
+snapshot right before each step (a plan is made from an older one), and the daemon's triggers
+name the same reasons. Pure: a snapshot in, reasons out.
+"""
+
+from __future__ import annotations
+
+from etcdagent.models import AlarmType
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.settings import DefragSettings
+
+# -- gates -------------------------------------------------------------------------------------
+
+
+def cluster_gate_failures(snapshot: ClusterSnapshot, settings: DefragSettings) -> list[str]:
+    """Why the cluster is not safe for a disruptive step now (empty: safe).
+
+    NOSPACE does not block: recovering from it needs exactly these steps.
+    """
+    reasons: list[str] = []
+    for snap in snapshot.voting:
+        if not snap.reachable:
+            reasons.append(f"{snap.member.display_name} does not answer ({snap.error})")
+    if snapshot.leader_id is None:
+        reasons.append("no leader")
+    for alarm in snapshot.alarms:
+        if alarm.alarm is AlarmType.CORRUPT:
+            owner = snapshot.by_id(alarm.member_id)
+            where = owner.member.display_name if owner else alarm.member_id_hex
+            reasons.append(
+                f"CORRUPT alarm on {where}: the members' data may differ; investigate before "
+                "any maintenance"
+            )
+    for snap in snapshot.voting:
+        if snap.status is not None and snap.status.apply_lag > settings.max_apply_lag:
+            reasons.append(
+                f"{snap.member.display_name} is {snap.status.apply_lag} raft entries behind in "
+                f"applying (gate: {settings.max_apply_lag})"
+            )
+    return reasons
+
+
+def quorum_failure(snapshot: ClusterSnapshot, target: MemberSnapshot) -> str | None:
+    """Why blocking ``target`` (a defrag blocks all its requests) could cost quorum, if it could.
+
+    The members answering without it must still be a quorum: the target is the one to spare.
+    """
+    others = [m for m in snapshot.voting if m.reachable and m.member.id != target.member.id]
+    if len(others) >= snapshot.quorum:
+        return None
+    voting = len(snapshot.voting)
+    if voting <= 2:
+        return (
+            f"a {voting}-member cluster has no member to spare: while "
+            f"{target.member.display_name} is defragmented, writes would stop"
+        )
+    return (
+        f"without {target.member.display_name} only {len(others)} of {voting} voting members "
+        f"would answer; quorum needs {snapshot.quorum}"
+    )
+
+
+def is_local(snap: MemberSnapshot, local: str) -> bool:
+    """``--local-member`` matches a member by name or by one of its client URLs."""
+    wanted = local.rstrip("/")
+    return snap.member.name == wanted or wanted in (u.rstrip("/") for u in snap.member.client_urls)

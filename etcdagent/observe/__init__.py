@@ -1,0 +1,1 @@
+"""Observe: read the cluster into immutable snapshots, derive signals, judge health. Reads only."""

@@ -1,0 +1,211 @@
+"""Observe: turn the cluster into a ClusterSnapshot.
+
+Reads only. Members are found from the first configured endpoint that answers, then every member
+is asked concurrently for its status and metrics, so a 5-member cluster costs about one member's
+round trips. A member that does not answer becomes a row with its error, never an exception:
+the caller decides what a missing member means.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from etcdagent.errors import (
+    ClusterUnavailableError,
+    EtcdError,
+    EtcdTLSError,
+    EtcdUnreachableError,
+)
+from etcdagent.etcd.client import ClusterClient
+from etcdagent.models import Alarm, Member, MemberList, MemberMetrics, MemberStatus
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
+
+
+class _AllFailedTransiently(Exception):
+    def __init__(self, errors: list[EtcdError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
+    """The member list from the first configured endpoint that answers.
+
+    Each round asks every endpoint once; rounds repeat under the retry deadline only while every
+    failure is transient, so a typo fails fast and a restarting member gets a second chance.
+    """
+
+    def one_round() -> tuple[MemberList, str]:
+        errors: list[EtcdError] = []
+        for endpoint in cluster.endpoints:
+            try:
+                return cluster.member(endpoint).member_list(retry=False), endpoint
+            except EtcdError as exc:
+                errors.append(exc)
+        if all(e.transient for e in errors):
+            raise _AllFailedTransiently(errors)
+        raise ClusterUnavailableError(
+            _no_endpoint_message(errors), transient=any(e.transient for e in errors)
+        )
+
+    retrying = Retrying(
+        stop=stop_after_delay(cluster.settings.connection.retry_deadline),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+        retry=retry_if_exception(lambda e: isinstance(e, _AllFailedTransiently)),
+        sleep=cluster.sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(one_round)
+    except _AllFailedTransiently as exc:
+        raise ClusterUnavailableError(_no_endpoint_message(exc.errors)) from None
+
+
+def _no_endpoint_message(errors: list[EtcdError]) -> str:
+    return "no etcd endpoint answered: " + "; ".join(str(e) for e in errors)
+
+
+def _assign_endpoints(cluster: ClusterClient, members: tuple[Member, ...]) -> dict[int, str]:
+    """Which URL to use for each member: a configured one if it is the member's, else (with
+    discovery) the member's first advertised client URL."""
+    configured = cluster.endpoints
+    assigned: dict[int, str] = {}
+    for member in members:
+        own = [u.rstrip("/") for u in member.client_urls]
+        match = next((ep for ep in configured if ep in own), None)
+        if match is not None:
+            assigned[member.id] = match
+    unmatched = [ep for ep in configured if ep not in assigned.values()]
+    if not cluster.settings.connection.discover:
+        # An endpoint that is no member's advertised URL (a VIP, a DNS alias): ask who it is.
+        for endpoint in unmatched:
+            try:
+                status = cluster.member(endpoint).status()
+            except EtcdError:
+                continue
+            assigned.setdefault(status.member_id, endpoint)
+        return assigned
+    for member in members:
+        if member.id not in assigned and member.client_urls:
+            assigned[member.id] = member.client_urls[0].rstrip("/")
+    return assigned
+
+
+def _observe_member(
+    cluster: ClusterClient, member: Member, endpoint: str | None, with_metrics: bool = True
+) -> MemberSnapshot:
+    if not member.started:
+        return MemberSnapshot(
+            member=member,
+            endpoint=None,
+            error="member was added but has not started (no client URLs)",
+        )
+    if endpoint is None:
+        return MemberSnapshot(
+            member=member,
+            endpoint=None,
+            error="not observed: none of the configured endpoints is this member's and "
+            "discovery is off",
+        )
+    status: MemberStatus | None = None
+    metrics: MemberMetrics | None = None
+    error = metrics_error = None
+    silent = False
+    try:
+        # A member advertising a malformed URL is that member's error, not the snapshot's.
+        client = cluster.member(endpoint, member.name)
+    except EtcdError as exc:
+        return MemberSnapshot(member=member, endpoint=endpoint, error=str(exc))
+    try:
+        status = client.status()
+        if status.member_id != member.id:
+            error = (
+                f"{endpoint}: answers as member {status.member_id:x}, not {member.id_hex} "
+                "(a stale or mismatched endpoint?)"
+            )
+            status = None
+    except EtcdError as exc:
+        error = str(exc)
+        silent = isinstance(exc, EtcdUnreachableError | EtcdTLSError)
+    if not with_metrics:
+        metrics_error = "not scraped (status only)"
+    elif silent:
+        # Asking again on another path would only double the wait for a member that is down.
+        metrics_error = "not scraped: the member does not answer"
+    else:
+        try:
+            metrics = client.metrics()
+        except EtcdError as exc:
+            metrics_error = str(exc)
+    return MemberSnapshot(
+        member=member,
+        endpoint=endpoint,
+        status=status,
+        metrics=metrics,
+        error=error,
+        metrics_error=metrics_error,
+    )
+
+
+def _check_credentials(cluster: ClusterClient, snapshot: ClusterSnapshot) -> None:
+    """A wrong password fails now, not at the first maintenance step that needs it.
+
+    Only while a quorum answers, and on a member that has a leader: a token goes through raft,
+    so asking without one would only wait for a timeout.
+    """
+    if not cluster.settings.auth.username:
+        return
+    if sum(s.reachable for s in snapshot.voting) < snapshot.quorum:
+        return
+    for snap in snapshot.voting:
+        if (
+            snap.endpoint
+            and snap.status is not None
+            and snap.status.leader
+            and cluster.member(snap.endpoint).check_credentials()
+        ):
+            return
+
+
+def take_snapshot(
+    cluster: ClusterClient, *, workers: int = 16, with_metrics: bool = True
+) -> ClusterSnapshot:
+    """Observe every member once. Raises ClusterUnavailableError only when no endpoint answers.
+
+    ``workers`` bounds how many members are asked at once (1 = one after another, the baseline
+    of bench/bench_status.py). ``with_metrics=False`` skips the /metrics scrapes (~150 KB each,
+    rendered by the member): for tight polling loops that only need the statuses.
+    """
+    member_list, via = discover(cluster)
+    assigned = _assign_endpoints(cluster, member_list.members)
+    members = member_list.members
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(members)))) as pool:
+        futures = [
+            pool.submit(_observe_member, cluster, m, assigned.get(m.id), with_metrics)
+            for m in members
+        ]
+        snaps = tuple(f.result() for f in futures)
+    # Alarms come from the statuses' "errors": answered locally, so they stay visible without a
+    # leader, when the alarm list call (it goes through raft) would fail.
+    alarms: dict[tuple[int, str], Alarm] = {}
+    for snap in snaps:
+        for alarm in snap.status.alarms if snap.status else ():
+            alarms.setdefault((alarm.member_id, alarm.alarm.value), alarm)
+    answered = any(s.status is not None for s in snaps)
+    snapshot = ClusterSnapshot(
+        taken_at=cluster.clock(),
+        cluster_id=member_list.cluster_id,
+        discovered_via=via,
+        members=tuple(sorted(snaps, key=lambda s: (s.member.name or "~", s.member.id))),
+        alarms=tuple(alarms.values()),
+        alarms_error=None if answered else "no member answered its status",
+    )
+    _check_credentials(cluster, snapshot)
+    return snapshot

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from etcdagent.act.executor import StepResult, StepStatus
-from etcdagent.act.maintenance import Outcome, PhasePlan, PlanListener, RunReport
+from etcdagent.act.run_report import Outcome, PhasePlan, PlanListener, RunReport
+from etcdagent.act.step_results import StepResult, StepStatus
 from etcdagent.decide.plan import Step, StepKind
 from etcdagent.units import format_bytes, format_duration
 

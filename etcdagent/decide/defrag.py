@@ -9,6 +9,7 @@ follower still needs work, so the order holds across replicas too. Pure: a snaps
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from etcdagent.decide.gates import cluster_gate_failures, is_local, quorum_failure
 from etcdagent.decide.plan import Plan, Skip, Step, StepKind
@@ -17,6 +18,16 @@ from etcdagent.settings import DefragSettings, Settings
 from etcdagent.units import format_bytes
 
 GIB = 1024**3
+
+LEARNER_SKIPPED = "learner: not a voting member, not defragmented by the sweep"
+NO_SPARE_NOTE = (
+    "no member to spare: each defrag blocks reads too while it runs (writes are already "
+    "refused under NOSPACE)"
+)
+NO_NEW_LEADER_NOTE = (
+    "no other healthy voting member to take over leadership: the leader is "
+    "defragmented as the leader"
+)
 
 
 # -- defragmentation ---------------------------------------------------------------------------
@@ -69,6 +80,51 @@ def _order(snapshot: ClusterSnapshot, members: list[MemberSnapshot]) -> list[Mem
     return followers + [m for m in members if m.member.id == leader]
 
 
+@dataclass
+class _Selection:
+    """The voting members the sweep will defragment (with why), those it leaves alone, or the
+    member whose defrag would cost the quorum its spare (``refusal``)."""
+
+    chosen: list[tuple[MemberSnapshot, str]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    refusal: str | None = None
+
+
+def _skip(snap: MemberSnapshot, reason: str) -> Skip:
+    return Skip(member_id=snap.member.id, member_name=snap.member.display_name, reason=reason)
+
+
+def _select(
+    snapshot: ClusterSnapshot,
+    settings: DefragSettings,
+    *,
+    force: bool,
+    local: str | None,
+    no_spare_ok: bool,
+) -> _Selection:
+    """Learners are never swept; a member must be worth it (unless forced) and be this replica's
+    own (with ``local``); the first one without a spare in the quorum stops the selection."""
+    selection = _Selection()
+    for snap in snapshot.members:
+        if snap.is_learner:
+            selection.skipped.append(_skip(snap, LEARNER_SKIPPED))
+            continue
+        worth, numbers = defrag_worth(snap, settings, force_text=force)
+        if not worth and not force:
+            selection.skipped.append(_skip(snap, numbers))
+            continue
+        if local is not None and not is_local(snap, local):
+            reason = f"{numbers}; left to its own replica (this one maintains {local})"
+            selection.skipped.append(_skip(snap, reason))
+            continue
+        problem = quorum_failure(snapshot, snap)
+        if problem is not None and not no_spare_ok:
+            selection.refusal = f"refusing to defragment {snap.member.display_name}: {problem}"
+            return selection
+        selection.chosen.append((snap, numbers + (" (forced)" if force and not worth else "")))
+    return selection
+
+
 def plan_defrag(
     snapshot: ClusterSnapshot,
     settings: Settings,
@@ -88,95 +144,92 @@ def plan_defrag(
     failures = cluster_gate_failures(snapshot, defrag)
     if failures:
         return Plan(command=command, refusal="cluster not healthy: " + "; ".join(failures))
-    skipped: list[Skip] = []
-    chosen: list[tuple[MemberSnapshot, str]] = []
-    for snap in snapshot.members:
-        name = snap.member.display_name
-        if snap.is_learner:
-            skipped.append(
-                Skip(
-                    member_id=snap.member.id,
-                    member_name=name,
-                    reason="learner: not a voting member, not defragmented by the sweep",
-                )
-            )
-            continue
-        worth, numbers = defrag_worth(snap, defrag, force_text=force)
-        if not worth and not force:
-            skipped.append(Skip(member_id=snap.member.id, member_name=name, reason=numbers))
-            continue
-        if local is not None and not is_local(snap, local):
-            skipped.append(
-                Skip(
-                    member_id=snap.member.id,
-                    member_name=name,
-                    reason=f"{numbers}; left to its own replica (this one maintains {local})",
-                )
-            )
-            continue
-        problem = quorum_failure(snapshot, snap)
-        if problem is not None and not no_spare_ok:
-            return Plan(
-                command=command,
-                refusal=f"refusing to defragment {name}: {problem}",
-                skipped=tuple(skipped),
-            )
-        chosen.append((snap, numbers + (" (forced)" if force and not worth else "")))
+    selection = _select(snapshot, defrag, force=force, local=local, no_spare_ok=no_spare_ok)
+    chosen, skipped = selection.chosen, selection.skipped
+    if selection.refusal is not None:
+        return Plan(command=command, refusal=selection.refusal, skipped=tuple(skipped))
     if local is not None:
         chosen, waiting = _leader_waits(snapshot, chosen, defrag, force)
         skipped.extend(waiting)
-    by_id = {s.member.id: why for s, why in chosen}
-    ordered = _order(snapshot, [s for s, _ in chosen])
-    steps: list[Step] = []
     notes: list[str] = []
     if no_spare_ok and any(quorum_failure(snapshot, s) for s, _ in chosen):
-        notes.append(
-            "no member to spare: each defrag blocks reads too while it runs (writes are already "
-            "refused under NOSPACE)"
-        )
+        notes.append(NO_SPARE_NOTE)
+    steps, sweep_notes = _sweep_steps(
+        snapshot, chosen, defrag, reason_prefix=reason_prefix, no_spare_ok=no_spare_ok
+    )
+    return Plan(
+        command=command,
+        steps=tuple(steps),
+        skipped=tuple(skipped),
+        notes=tuple(notes + sweep_notes),
+    )
+
+
+def _sweep_steps(
+    snapshot: ClusterSnapshot,
+    chosen: list[tuple[MemberSnapshot, str]],
+    settings: DefragSettings,
+    *,
+    reason_prefix: str,
+    no_spare_ok: bool,
+) -> tuple[list[Step], list[str]]:
+    """The defrag steps in sweep order, a leadership move before the leader's when asked, and
+    the notes of a move that found no target."""
+    why_by_id = {s.member.id: why for s, why in chosen}
+    steps: list[Step] = []
+    notes: list[str] = []
     done: list[MemberSnapshot] = []
-    for snap in ordered:
-        role = snapshot.role(snap)
-        if role is Role.LEADER and defrag.move_leader:
-            target = _new_leader(snapshot, done)
-            if target is None:
-                notes.append(
-                    "no other healthy voting member to take over leadership: the leader is "
-                    "defragmented as the leader"
-                )
+    for snap in _order(snapshot, [s for s, _ in chosen]):
+        leader = snapshot.role(snap) is Role.LEADER
+        if leader and settings.move_leader:
+            move = _move_leader_step(snapshot, snap, done)
+            if move is None:
+                notes.append(NO_NEW_LEADER_NOTE)
             else:
-                steps.append(
-                    Step(
-                        kind=StepKind.MOVE_LEADER,
-                        reason=f"{snap.member.display_name} is the leader; "
-                        f"{target.member.display_name} "
-                        + ("is already defragmented" if target in done else "is healthy")
-                        + " and takes over before the old leader's defrag",
-                        member_id=snap.member.id,
-                        member_name=snap.member.name,
-                        endpoint=snap.endpoint,
-                        target_id=target.member.id,
-                        target_name=target.member.name,
-                    )
-                )
-        size = snap.db_size or 0
-        steps.append(
-            Step(
-                kind=StepKind.DEFRAG,
-                reason=reason_prefix
-                + by_id[snap.member.id]
-                + (" [leader, last]" if role is Role.LEADER else ""),
-                member_id=snap.member.id,
-                member_name=snap.member.name,
-                endpoint=snap.endpoint,
-                timeout=defrag_timeout(size, defrag),
-                db_size=size,
-                reclaimable=snap.free,
-                no_spare_ok=no_spare_ok,
-            )
-        )
+                steps.append(move)
+        reason = reason_prefix + why_by_id[snap.member.id] + (" [leader, last]" if leader else "")
+        steps.append(_defrag_step(snap, reason, settings, no_spare_ok=no_spare_ok))
         done.append(snap)
-    return Plan(command=command, steps=tuple(steps), skipped=tuple(skipped), notes=tuple(notes))
+    return steps, notes
+
+
+def _move_leader_step(
+    snapshot: ClusterSnapshot, leader: MemberSnapshot, done: list[MemberSnapshot]
+) -> Step | None:
+    """Leadership handed to another member before the leader's own defrag, or None if none can
+    take it."""
+    target = _new_leader(snapshot, done)
+    if target is None:
+        return None
+    return Step(
+        kind=StepKind.MOVE_LEADER,
+        reason=f"{leader.member.display_name} is the leader; "
+        f"{target.member.display_name} "
+        + ("is already defragmented" if target in done else "is healthy")
+        + " and takes over before the old leader's defrag",
+        member_id=leader.member.id,
+        member_name=leader.member.name,
+        endpoint=leader.endpoint,
+        target_id=target.member.id,
+        target_name=target.member.name,
+    )
+
+
+def _defrag_step(
+    snap: MemberSnapshot, reason: str, settings: DefragSettings, *, no_spare_ok: bool
+) -> Step:
+    size = snap.db_size or 0
+    return Step(
+        kind=StepKind.DEFRAG,
+        reason=reason,
+        member_id=snap.member.id,
+        member_name=snap.member.name,
+        endpoint=snap.endpoint,
+        timeout=defrag_timeout(size, settings),
+        db_size=size,
+        reclaimable=snap.free,
+        no_spare_ok=no_spare_ok,
+    )
 
 
 def _leader_waits(

@@ -1,8 +1,8 @@
 """A maintenance plan: ordered steps, each with its reason, and the members left out with theirs.
 
-Plans are data. ``decide.py`` makes them from a snapshot without touching etcd; ``execute.py``
-carries them out; ``--dry-run`` prints them and stops. Because the same object flows through all
-three, what a dry run shows is what a real run does.
+Plans are data. The ``decide`` package makes them from a snapshot without touching etcd; the
+executor (``act``) carries them out; ``--dry-run`` prints them and stops. Because the same object
+flows through all three, what a dry run shows is what a real run does.
 """
 
 from __future__ import annotations

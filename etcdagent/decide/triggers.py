@@ -1,9 +1,9 @@
 """What the daemon does this cycle: a pure function of the snapshot, signals, settings and time.
 
-The one-shot commands decide *how* to maintain (decide.py); this decides *whether and why now*:
-inside a maintenance window with every gate open, or on an emergency (NOSPACE, quota pressure)
-outside windows. Every gate is named, so the log, the metric etcdagent_gate_blocking and the
-operator all say the same thing about why nothing happened.
+The one-shot commands decide *how* to maintain (compaction, defrag, recovery); this decides
+*whether and why now*: inside a maintenance window with every gate open, or on an emergency
+(NOSPACE, quota pressure) outside windows. Every gate is named, so the log, the metric
+etcdagent_gate_blocking and the operator all say the same thing about why nothing happened.
 """
 
 from __future__ import annotations
@@ -60,6 +60,72 @@ class CycleDecision(BaseModel):
         return {g: r for g, r in self.gates.items() if r is not None}
 
 
+def _latency_problem(
+    name: str, sig: MemberSignals | None, attr: str, count_attr: str, limit: float
+) -> str | None:
+    """One member's p99 against its limit. A member with enough samples and no disk write in the
+    lookback is idle, which is fine; no p99 for any other reason is not enough data."""
+    if sig is None:
+        return f"{name}: not enough data (none)"
+    value = getattr(sig, attr)
+    if value is None:
+        if sig.not_enough_data is None and getattr(sig, count_attr) == 0:
+            return None  # enough samples, no disk write in the lookback: an idle member is fine
+        return f"{name}: not enough data ({sig.not_enough_data or 'none'})"
+    if value > limit:
+        return f"{name}: {value * 1000:.0f} ms > {limit * 1000:.0f} ms"
+    return None
+
+
+def _latency_gate(
+    snapshot: ClusterSnapshot,
+    signals: Mapping[int, MemberSignals],
+    attr: str,
+    count_attr: str,
+    limit: float,
+) -> str | None:
+    """Blocks while any voting member's disk latency (``attr``, a p99) is over ``limit``."""
+    problems = [
+        problem
+        for snap in snapshot.voting
+        if (
+            problem := _latency_problem(
+                snap.member.display_name, signals.get(snap.member.id), attr, count_attr, limit
+            )
+        )
+        is not None
+    ]
+    return "; ".join(problems) if problems else None
+
+
+def _leader_changes_gate(
+    snapshot: ClusterSnapshot, signals: Mapping[int, MemberSignals], limit: int
+) -> str | None:
+    """Blocks after more leader changes than ``limit`` seen by any member in the lookback."""
+    changes = [
+        sig.leader_changes
+        for snap in snapshot.voting
+        if (sig := signals.get(snap.member.id)) is not None and sig.leader_changes is not None
+    ]
+    if not changes:
+        return "not enough data"
+    most = max(changes)
+    if most > limit:
+        return f"{most} leader changes in the lookback (gate: {limit})"
+    return None
+
+
+def _traffic_gate(cluster_request_rate: float | None, limit: float | None) -> str | None:
+    """Blocks a window that is not actually quiet; off when ``limit`` is None."""
+    if limit is None:
+        return None
+    if cluster_request_rate is None:
+        return "not enough data"
+    if cluster_request_rate > limit:
+        return f"{cluster_request_rate:.0f} requests/s > {limit:.0f} (the window is not quiet)"
+    return None
+
+
 def evaluate_gates(
     snapshot: ClusterSnapshot,
     signals: Mapping[int, MemberSignals],
@@ -69,61 +135,19 @@ def evaluate_gates(
     """Each gate's blocking reason, or None when open. Missing data blocks: acting blind is the
     failure this agent exists to avoid, and two cycles give enough data."""
     gates = settings.gates
-    result: dict[str, str | None] = dict.fromkeys(GATES)
     health = cluster_gate_failures(snapshot, settings.defrag)
-    if health:
-        result["cluster_health"] = "; ".join(health)
-    for gate, attr, count_attr, limit in (
-        ("wal_fsync_p99", "wal_fsync_p99", "wal_fsyncs", gates.wal_fsync_p99_max),
-        (
-            "backend_commit_p99",
-            "backend_commit_p99",
-            "backend_commits",
-            gates.backend_commit_p99_max,
+    checks = {
+        "cluster_health": "; ".join(health) if health else None,
+        "wal_fsync_p99": _latency_gate(
+            snapshot, signals, "wal_fsync_p99", "wal_fsyncs", gates.wal_fsync_p99_max
         ),
-    ):
-        problems = []
-        for snap in snapshot.voting:
-            sig = signals.get(snap.member.id)
-            value = getattr(sig, attr) if sig is not None else None
-            if (
-                value is None
-                and sig is not None
-                and sig.not_enough_data is None
-                and (getattr(sig, count_attr) == 0)
-            ):
-                continue  # enough samples, no disk write in the lookback: an idle member is fine
-            if value is None:
-                why = sig.not_enough_data if sig is not None else None
-                problems.append(f"{snap.member.display_name}: not enough data ({why or 'none'})")
-            elif value > limit:
-                problems.append(
-                    f"{snap.member.display_name}: {value * 1000:.0f} ms > {limit * 1000:.0f} ms"
-                )
-        if problems:
-            result[gate] = "; ".join(problems)
-    changes = [
-        (snap.member.display_name, sig.leader_changes)
-        for snap in snapshot.voting
-        if (sig := signals.get(snap.member.id)) is not None and sig.leader_changes is not None
-    ]
-    if not changes:
-        result["leader_changes"] = "not enough data"
-    else:
-        most = max(n for _, n in changes)
-        if most > gates.max_leader_changes:
-            result["leader_changes"] = (
-                f"{most} leader changes in the lookback (gate: {gates.max_leader_changes})"
-            )
-    if gates.max_request_rate is not None:
-        if cluster_request_rate is None:
-            result["traffic"] = "not enough data"
-        elif cluster_request_rate > gates.max_request_rate:
-            result["traffic"] = (
-                f"{cluster_request_rate:.0f} requests/s > {gates.max_request_rate:.0f} "
-                "(the window is not quiet)"
-            )
-    return result
+        "backend_commit_p99": _latency_gate(
+            snapshot, signals, "backend_commit_p99", "backend_commits", gates.backend_commit_p99_max
+        ),
+        "leader_changes": _leader_changes_gate(snapshot, signals, gates.max_leader_changes),
+        "traffic": _traffic_gate(cluster_request_rate, gates.max_request_rate),
+    }
+    return {gate: checks[gate] for gate in GATES}
 
 
 def quota_pressure(
@@ -149,6 +173,29 @@ def quota_pressure(
     return None
 
 
+def _compaction_due(settings: Settings, now: datetime, last_compaction: datetime | None) -> bool:
+    interval = settings.daemon.compaction_interval
+    return interval > 0 and (
+        last_compaction is None or (now - last_compaction).total_seconds() >= interval
+    )
+
+
+def _nospace_reason(snapshot: ClusterSnapshot, settings: Settings) -> str | None:
+    """A raised NOSPACE alarm, when that emergency is switched on."""
+    nospace = [a for a in snapshot.alarms if a.alarm is AlarmType.NOSPACE]
+    if not nospace or not settings.emergency.nospace:
+        return None
+    return f"NOSPACE alarm raised ({', '.join(str(a) for a in nospace)}): recover now"
+
+
+def _blocking(gates: Mapping[str, str | None], names: tuple[str, ...]) -> dict[str, str]:
+    return {g: r for g in names if (r := gates[g]) is not None}
+
+
+def _listed(blocked: Mapping[str, str]) -> str:
+    return ", ".join(f"{g}: {r}" for g, r in blocked.items())
+
+
 def decide_cycle(
     snapshot: ClusterSnapshot,
     signals: Mapping[int, MemberSignals],
@@ -159,71 +206,60 @@ def decide_cycle(
     cluster_request_rate: float | None,
     last_compaction: datetime | None,
 ) -> CycleDecision:
+    """The rules in order: NOSPACE recovers at once; quota pressure maintains outside windows
+    unless a safety gate blocks; an open window maintains when every gate is open; otherwise
+    at most the periodic compaction runs, and only while the cluster is healthy."""
     gates = evaluate_gates(snapshot, signals, settings, cluster_request_rate)
-    reasons: list[str] = []
-    pending: Trigger | None = None
-    interval = settings.daemon.compaction_interval
-    compact_due = interval > 0 and (
-        last_compaction is None or (now - last_compaction).total_seconds() >= interval
-    )
-    safety_blocked = {g: gates[g] for g in SAFETY_GATES if gates[g] is not None}
+    compact_due = _compaction_due(settings, now, last_compaction)
 
-    nospace = [a for a in snapshot.alarms if a.alarm is AlarmType.NOSPACE]
-    if nospace and settings.emergency.nospace:
-        reasons.append(f"NOSPACE alarm raised ({', '.join(str(a) for a in nospace)}): recover now")
-        # Recovery checks the structural gates itself (quorum, leader, CORRUPT); latency cannot
-        # wait while every write fails.
+    def act(action: Action, trigger: Trigger, reasons: list[str]) -> CycleDecision:
         return CycleDecision(
-            action=Action.RECOVER,
-            trigger=Trigger.EMERGENCY_NOSPACE,
+            action=action,
+            trigger=trigger,
             compact=False,
             compact_due=compact_due,
             gates=gates,
             reasons=tuple(reasons),
         )
+
+    nospace = _nospace_reason(snapshot, settings)
+    if nospace is not None:
+        # Recovery checks the structural gates itself (quorum, leader, CORRUPT); latency cannot
+        # wait while every write fails.
+        return act(Action.RECOVER, Trigger.EMERGENCY_NOSPACE, [nospace])
+    reasons: list[str] = []
+    pending: Trigger | None = None
     pressure = quota_pressure(snapshot, signals, settings) if settings.emergency.quota else None
     if pressure is not None:
-        if safety_blocked:
-            pending = Trigger.EMERGENCY_QUOTA
-            reasons.append(
-                f"quota pressure ({pressure}), but blocked by "
-                + ", ".join(f"{g}: {r}" for g, r in safety_blocked.items())
-            )
-        else:
-            reasons.append(f"quota pressure: {pressure}: maintain outside the window")
-            return CycleDecision(
-                action=Action.MAINTAIN,
-                trigger=Trigger.EMERGENCY_QUOTA,
-                compact=False,
-                compact_due=compact_due,
-                gates=gates,
-                reasons=tuple(reasons),
-            )
+        safety_blocked = _blocking(gates, SAFETY_GATES)
+        if not safety_blocked:
+            reason = f"quota pressure: {pressure}: maintain outside the window"
+            return act(Action.MAINTAIN, Trigger.EMERGENCY_QUOTA, [reason])
+        pending = Trigger.EMERGENCY_QUOTA
+        reasons.append(f"quota pressure ({pressure}), but blocked by {_listed(safety_blocked)}")
     if window.open:
-        blocked = {g: r for g, r in gates.items() if r is not None}
-        if blocked:
-            reasons.append(
-                "window open, blocked by " + ", ".join(f"{g}: {r}" for g, r in blocked.items())
-            )
-        else:
+        blocked = _blocking(gates, GATES)
+        if not blocked:
             reasons.append("window open and every gate open: maintain")
-            return CycleDecision(
-                action=Action.MAINTAIN,
-                trigger=Trigger.WINDOW,
-                compact=False,
-                compact_due=compact_due,
-                gates=gates,
-                reasons=tuple(reasons),
-            )
+            return act(Action.MAINTAIN, Trigger.WINDOW, reasons)
+        reasons.append("window open, blocked by " + _listed(blocked))
     elif pressure is None:
         reasons.append("outside maintenance windows")
-    if compact_due and gates["cluster_health"] is None:
+    return _no_maintenance(gates, compact_due, pending, reasons)
+
+
+def _no_maintenance(
+    gates: dict[str, str | None], compact_due: bool, pending: Trigger | None, reasons: list[str]
+) -> CycleDecision:
+    """No maintenance run this cycle: at most the periodic compaction, on a healthy cluster."""
+    compact = compact_due and gates["cluster_health"] is None
+    if compact:
         reasons.append("periodic compaction due")
     return CycleDecision(
         action=None,
         trigger=None,
         pending=pending,
-        compact=compact_due and gates["cluster_health"] is None,
+        compact=compact,
         compact_due=compact_due,
         gates=gates,
         reasons=tuple(reasons),

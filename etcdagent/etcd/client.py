@@ -1,9 +1,13 @@
 """The only code that speaks to etcd.
 
-One ``MemberClient`` per member endpoint, each an etcd3gw client bound to that member, because
-maintenance calls (status, defragment, move-leader) answer for, or act on, the member they are sent
-to. ``ClusterClient`` finds every member from one reachable endpoint and gathers their statuses and
-metrics concurrently.
+One ``MemberClient`` per member endpoint, each bound to that member's gateway, because maintenance
+calls (status, defragment, move-leader) answer for, or act on, the member they are sent to.
+``ClusterClient`` keeps one client per member for the process lifetime, so each keeps its HTTP
+pool and auth token.
+
+A member client is three jobs stacked: ``gateway.Gateway`` sends one request and translates its
+failure, ``auth.TokenAuth`` adds the token (lazily, renewed when rejected), ``retry.RetryPolicy``
+asks again under a deadline. This module holds the calls the other layers make.
 
 Failures leave this module as ``EtcdError`` subclasses whose message names the member, what failed
 and what to check. Transient ones (refused, reset, timeout, 503) are retried under a deadline;
@@ -16,34 +20,17 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import requests
-from etcd3gw.client import Etcd3Client
-from etcd3gw.exceptions import (
-    Etcd3Exception,
-)
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
 
-from etcdagent.errors import (
-    EtcdAuthError,
-    EtcdCompactedError,
-    EtcdError,
-    EtcdProtocolError,
-)
-from etcdagent.etcd.gateway_errors import connection_error, translate
+from etcdagent.clock import Clock, Sleep, utcnow
+from etcdagent.errors import EtcdCompactedError, EtcdError, EtcdProtocolError
+from etcdagent.etcd.auth import TokenAuth
+from etcdagent.etcd.gateway import Gateway
+from etcdagent.etcd.gateway_errors import connection_error
 from etcdagent.etcd.metrics_text import parse_member_metrics
-from etcdagent.etcd.transport import make_session
-from etcdagent.logs import register_secrets
+from etcdagent.etcd.retry import RetryPolicy
 from etcdagent.models import (
     Alarm,
     AlarmList,
@@ -54,16 +41,6 @@ from etcdagent.models import (
     RangeAnswer,
 )
 from etcdagent.settings import Settings
-
-T = TypeVar("T")
-Clock = Callable[[], datetime]
-Sleep = Callable[[float], None]
-
-_API_PATH = "/v3/"  # etcd >= 3.4; skipping /version discovery saves a round trip per member
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _b64(data: str | bytes) -> str:
@@ -87,20 +64,6 @@ def _header_revision(answer: dict[str, Any]) -> int:
         return 0
 
 
-def _refused_for_credentials(exc: EtcdAuthError) -> bool:
-    text = str(exc).lower()
-    return "authentication enabled" in text or "permission denied" in text or _stale_token(exc)
-
-
-def _stale_token(exc: EtcdAuthError) -> bool:
-    text = str(exc).lower()
-    return exc.status == 401 or "invalid auth token" in text or "auth store is old" in text
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, EtcdError) and exc.transient
-
-
 class MemberClient:
     """Talks to one member through its gRPC-JSON gateway."""
 
@@ -113,148 +76,25 @@ class MemberClient:
         clock: Clock = utcnow,
         sleep: Sleep = time.sleep,
     ) -> None:
-        try:
-            parts = urlsplit(endpoint)
-            port = parts.port  # raises on "host:99999" or a broken IPv6 literal
-        except ValueError:
-            port = None
-            parts = urlsplit("")
-        if not parts.hostname or port is None:
-            raise EtcdProtocolError(f"{endpoint}: not a host:port endpoint", endpoint=endpoint)
+        self._gateway = Gateway(endpoint, settings.tls, settings.connection.request_timeout)
         self.endpoint = endpoint
         self.metrics_url = (metrics_url or endpoint).rstrip("/") + "/metrics"
-        self._settings = settings
         self._clock = clock
-        self._sleep = sleep
-        self._session = make_session(settings.tls)
+        self._session = self._gateway.session
         self._timeout = settings.connection.request_timeout
-        self._gateway = Etcd3Client(
-            host=parts.hostname,
-            port=port,
-            protocol=parts.scheme,
-            timeout=self._timeout,
-            api_path=_API_PATH,
-            session=self._session,
+        self._retry = RetryPolicy(settings.connection.retry_deadline, sleep)
+        self._auth = TokenAuth(
+            self._gateway, settings.auth.username, settings.auth.resolved_password()
         )
-        self._username = settings.auth.username
-        self._password = settings.auth.resolved_password()
-        self._token: str | None = None
-        self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._session.close()
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        retrying = Retrying(
-            stop=stop_after_delay(self._settings.connection.retry_deadline),
-            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
-            retry=retry_if_exception(_is_transient),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        return retrying(fn)
-
-    def _raw_post(
-        self, operation: str, path: str, body: dict[str, Any], timeout: float | None
-    ) -> Any:
-        gateway = self._gateway
-        if timeout is not None and timeout != self._timeout:
-            gateway = Etcd3Client(
-                host=gateway.host,
-                port=gateway.port,
-                protocol=gateway.protocol,
-                timeout=timeout,
-                api_path=_API_PATH,
-                session=self._session,
-            )
-        try:
-            answer = gateway.post(gateway.get_url(path), json=body)
-        except Etcd3Exception as exc:
-            raise translate(exc, self.endpoint, operation) from None
-        except requests.RequestException as exc:  # anything etcd3gw did not wrap
-            raise connection_error(self.endpoint, operation, str(exc)) from None
-        except ValueError as exc:  # the body was not JSON
-            raise EtcdProtocolError(
-                f"{self.endpoint}: {operation} failed: the answer is not JSON ({exc})",
-                endpoint=self.endpoint,
-                operation=operation,
-            ) from None
-        if not isinstance(answer, dict):
-            raise EtcdProtocolError(
-                f"{self.endpoint}: {operation} failed: expected a JSON object",
-                endpoint=self.endpoint,
-                operation=operation,
-            )
-        return answer
-
-    def _authenticate(self) -> None:
-        assert self._username is not None
-        self._session.headers.pop("Authorization", None)
-        answer = self._raw_post(
-            "authenticate",
-            "/auth/authenticate",
-            {"name": self._username, "password": self._password or ""},
-            None,
-        )
-        token = answer.get("token")
-        if not isinstance(token, str) or not token:
-            raise EtcdAuthError(
-                f"{self.endpoint}: authenticate failed: no token in the answer "
-                "(is authentication enabled on the cluster?)",
-                endpoint=self.endpoint,
-                operation="authenticate",
-            )
-        register_secrets([token])  # tokens must never reach a log line or an error message
-        self._token = token
-        self._session.headers["Authorization"] = token
-
-    def _post_once(
-        self,
-        operation: str,
-        path: str,
-        body: dict[str, Any],
-        timeout: float | None,
-        auth_optional: bool = False,
-    ) -> Any:
-        with self._lock:
-            # Calls that etcd 3.4/3.5 answer without a token (status, member list) go without one
-            # until refused: authenticating goes through raft, so it fails exactly when a member
-            # without a leader should still be able to say so.
-            if self._username and self._token is None and not auth_optional:
-                self._authenticate()
-            try:
-                return self._raw_post(operation, path, body, timeout)
-            except EtcdAuthError as exc:
-                if not self._username:
-                    raise
-                if self._token is None and not _refused_for_credentials(exc):
-                    raise
-                if self._token is not None and not _stale_token(exc):
-                    raise
-                # No token yet, an expired one (TTL 300 s by default), or one issued before an
-                # auth change: authenticate once, then repeat the call.
-                self._token = None
-                self._authenticate()
-                return self._raw_post(operation, path, body, timeout)
+        self._gateway.close()
 
     def check_credentials(self) -> bool:
         """Authenticate now if a user is configured, so a wrong password is reported up front
         rather than at the first call that needs it. False when it could not be checked (no
         leader to issue a token); a wrong password raises EtcdAuthError."""
-        if not self._username:
-            return True
-        with self._lock:
-            if self._token is not None:
-                return True
-            try:
-                self._authenticate()
-            except EtcdError as exc:
-                if exc.transient:
-                    return False
-                raise
-            return True
+        return self._auth.check_credentials()
 
     def call(
         self,
@@ -264,25 +104,23 @@ class MemberClient:
         *,
         retry: bool = True,
         timeout: float | None = None,
-        auth_optional: bool = False,
     ) -> Any:
         """POST to the gateway; retried under the deadline only when ``retry`` and transient."""
 
         def once() -> Any:
-            return self._post_once(operation, path, body, timeout, auth_optional)
+            return self._auth.post(operation, path, body, timeout)
 
-        return self._retrying(once) if retry else once()
+        return self._retry(once) if retry else once()
 
     # -- maintenance API --------------------------------------------------------------------
+    # status and member list go without a token (versions.TOKENLESS_PATHS): no leader needed.
 
     def status(self, *, retry: bool = True) -> MemberStatus:
-        answer = self.call("status", "/maintenance/status", {}, retry=retry, auth_optional=True)
+        answer = self.call("status", "/maintenance/status", {}, retry=retry)
         return MemberStatus.from_gateway(answer, endpoint=self.endpoint)
 
     def member_list(self, *, retry: bool = True) -> MemberList:
-        answer = self.call(
-            "member list", "/cluster/member/list", {}, retry=retry, auth_optional=True
-        )
+        answer = self.call("member list", "/cluster/member/list", {}, retry=retry)
         return MemberList.from_gateway(answer, endpoint=self.endpoint)
 
     def alarms(self) -> tuple[Alarm, ...]:
@@ -362,7 +200,7 @@ class MemberClient:
             return 0
 
     def metrics(self) -> MemberMetrics:
-        return self._retrying(self._metrics_once)
+        return self._retry(self._metrics_once)
 
     def _metrics_once(self) -> MemberMetrics:
         operation = "metrics scrape"

@@ -15,12 +15,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from etcdagent.errors import EtcdProtocolError
+from etcdagent.etcd import versions
 from etcdagent.models import Histogram, MemberMetrics
 
 # family name (as prometheus_client reports it: counters lose "_total") -> MemberMetrics field
 _GAUGES = {
     "etcd_mvcc_db_total_size_in_bytes": "db_size",
-    "etcd_debugging_mvcc_db_total_size_in_bytes": "db_size",  # 3.4's older name
     "etcd_mvcc_db_total_size_in_use_in_bytes": "db_size_in_use",
     "etcd_server_quota_backend_bytes": "quota",
     "etcd_server_has_leader": "has_leader",
@@ -31,6 +31,10 @@ _GAUGES = {
     "etcd_debugging_mvcc_compact_revision": "compact_revision",
     "process_start_time_seconds": "process_start_time",
 }
+# Older versions' names for the same families (``versions.RENAMED_METRICS``) fill the same field:
+# the first one on the page wins.
+_GAUGES.update({old: _GAUGES[new] for old, new in versions.RENAMED_METRICS.items()})
+_RENAMED_FIELDS = {_GAUGES[new] for new in versions.RENAMED_METRICS.values()}
 _COUNTERS = {
     "etcd_server_leader_changes_seen": "leader_changes",
     "etcd_server_proposals_failed": "proposals_failed",
@@ -104,7 +108,7 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
             elif name in _GAUGES and family.samples:
                 field = _GAUGES[name]
                 value = family.samples[0].value
-                if not _finite(value) or (field in values and field == "db_size"):
+                if not _finite(value) or (field in values and field in _RENAMED_FIELDS):
                     continue
                 if field in _INT_FIELDS:
                     values[field] = max(0, int(value))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from etcdagent_testing.cluster import EtcdCluster, EtcdMember
+from etcdagent_testing.cluster import EtcdCluster
+from etcdagent_testing.member import EtcdMember
 
 
 @dataclass(frozen=True)

@@ -576,7 +576,7 @@ def test_no_secret_in_logs_errors_or_metrics(
 
     def collect_tokens(daemon: Daemon) -> None:
         for ep in cluster.endpoints:
-            token = daemon.cluster.member(ep)._token
+            token = daemon.cluster.member(ep)._auth.token
             if token:
                 tokens.add(token)
 

@@ -39,9 +39,10 @@ from etcdagent_testing.scenario import (
 )
 from prometheus_client import generate_latest
 
-import etcdagent.etcd.client
+import etcdagent.etcd.auth
 import etcdagent.logs
-from etcdagent.act.maintenance import Maintenance, Outcome
+from etcdagent.act.maintenance import Maintenance
+from etcdagent.act.run_report import Outcome
 from etcdagent.agent.daemon import Daemon
 from etcdagent.agent.http_server import AgentHTTPServer
 from etcdagent.logs import configure_logging
@@ -487,7 +488,7 @@ def test_an_expired_auth_token_is_renewed_by_the_daemon(
         issued.extend(values)
         etcdagent.logs.register_secrets(values)
 
-    monkeypatch.setattr(etcdagent.etcd.client, "register_secrets", record)
+    monkeypatch.setattr(etcdagent.etcd.auth, "register_secrets", record)
     settings = settings_for(
         cluster.endpoints,
         auth={"username": "root", "password": cluster.root_password},

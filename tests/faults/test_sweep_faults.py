@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from etcdagent_testing import EtcdCluster
-from etcdagent_testing.cluster import EtcdMember
 from etcdagent_testing.etcdlog import DefragInterval, defrag_intervals
+from etcdagent_testing.member import EtcdMember
 from etcdagent_testing.scenario import (
     assert_healthy_end,
     first_defrag_finished,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from etcdagent_testing import EtcdCluster, EtcdHarnessError, EtcdRequestError, etcd_version
-from etcdagent_testing import cluster as cluster_module
+from etcdagent_testing import processes as processes_module
 
 pytestmark = pytest.mark.integration
 
@@ -278,7 +278,7 @@ def test_port_clash_is_retried(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         busy_port = int(busy.getsockname()[1])
-        real_free_ports = cluster_module._free_ports
+        real_free_ports = processes_module.free_ports
         calls: list[int] = []
 
         def first_port_busy(count: int) -> list[int]:
@@ -288,7 +288,7 @@ def test_port_clash_is_retried(
                 ports[0] = busy_port  # m1's client port
             return ports
 
-        monkeypatch.setattr(cluster_module, "_free_ports", first_port_busy)
+        monkeypatch.setattr(processes_module, "free_ports", first_port_busy)
         cluster = etcd_cluster_factory(3)
     assert len(calls) == 2
     assert f":{busy_port}" not in cluster.members[0].client_url

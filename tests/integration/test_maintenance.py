@@ -22,7 +22,8 @@ from etcdagent_testing import EtcdCluster, EtcdRequestError
 from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags, role_changes
 
 from etcdagent.act.lock import MaintenanceLock
-from etcdagent.act.maintenance import Maintenance, Outcome
+from etcdagent.act.maintenance import Maintenance
+from etcdagent.act.run_report import Outcome
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.settings import load_settings
 

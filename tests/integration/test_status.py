@@ -283,9 +283,9 @@ def test_auth_token_is_renewed_when_rejected(etcd_cluster_factory: ClusterFactor
         member.put("/etcdagent-test/a", "1")
         # What an expired token looks like to etcd: one it does not know.
         member._session.headers["Authorization"] = "expired.token.value"
-        member._token = "expired.token.value"
+        member._auth.token = "expired.token.value"
         member.put("/etcdagent-test/b", "2")
-        assert member._token != "expired.token.value"
+        assert member._auth.token != "expired.token.value"
         assert member.get("/etcdagent-test/b") == b"2"
 
 

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from snapshots import IDS, MIB, WHEN, alarm, cluster, snap, three
 
 from etcdagent import __version__
-from etcdagent.act.executor import StepResult, StepStatus
-from etcdagent.act.maintenance import Outcome, RunReport
+from etcdagent.act.run_report import Outcome, RunReport
+from etcdagent.act.step_results import StepResult, StepStatus
 from etcdagent.agent.metrics import AgentMetrics, metric_docs
 from etcdagent.decide.plan import Step, StepKind
 from etcdagent.models import AlarmType

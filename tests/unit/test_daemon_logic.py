@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from snapshots import GIB, WHEN, three
 
-from etcdagent.act.maintenance import Outcome, RunReport
+from etcdagent.act.run_report import Outcome, RunReport
 from etcdagent.agent.daemon import Daemon, effective_config
 from etcdagent.decide.triggers import CycleDecision, Trigger, decide_cycle
 from etcdagent.decide.windows import WindowState

@@ -1,5 +1,5 @@
-"""The decision rules of decide.py, from hand-built snapshots: gates, quorum, which members are
-defragmented and in what order, move-leader, timeouts, compaction plans and NOSPACE recovery."""
+"""The decision rules of etcdagent.decide, from hand-built snapshots: gates, quorum, which members
+are defragmented and in what order, move-leader, timeouts, compaction plans and NOSPACE recovery."""
 
 from __future__ import annotations
 

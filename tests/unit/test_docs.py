@@ -92,7 +92,7 @@ def test_every_metric_is_documented() -> None:
 
 
 def test_every_option_of_every_command_is_documented() -> None:
-    """A new option must map to a setting (through cli.py's tables) or be a command-only one."""
+    """A new option maps to a setting (the tables in cli/options.py) or is a command-only one."""
     by_setting, other = docgen.command_flags()
     documented = {f.text.split(" ")[0].split(",")[0].split("/")[0] for f in other}
     for flags in by_setting.values():

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from snapshots import IDS, MIB, WHEN, alarm, cluster, settings, snap
 
-from etcdagent.act.executor import StepResult, StepStatus
-from etcdagent.act.maintenance import Outcome, PhasePlan, RunReport
+from etcdagent.act.run_report import Outcome, PhasePlan, RunReport
+from etcdagent.act.step_results import StepResult, StepStatus
 from etcdagent.cli.maintenance_view import describe_step, render_plan, render_summary
 from etcdagent.decide.defrag import plan_defrag
 from etcdagent.decide.plan import Plan, Step, StepKind

@@ -1,5 +1,6 @@
-"""The daemon's per-cycle decision (triggers.py), from hand-built snapshots and signals: every
-gate, the emergencies (NOSPACE, quota pressure), maintenance windows and periodic compaction."""
+"""The daemon's per-cycle decision (decide/triggers.py), from hand-built snapshots and signals:
+every gate, the emergencies (NOSPACE, quota pressure), maintenance windows and periodic
+compaction."""
 
 from __future__ import annotations
 

@@ -1,0 +1,106 @@
+"""Keeping the maintenance lock: a thread renews its lease, and the holder asks whether it is lost.
+
+A renewal that fails is only recorded: it may succeed on the next member or the next round, well
+within the TTL. The lock counts as lost once etcd says the lease is gone (revoked, or expired
+during a long stall), or once no renewal has succeeded for a whole TTL, after which etcd has
+dropped the key and another agent may hold it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from etcdagent.act.lock_requests import LockRequests
+
+log = structlog.get_logger(__name__)
+
+
+class LeaseRenewal:
+    """The renewal of one acquisition, shared by the holder's thread and the renewal thread.
+
+    A fresh object per acquisition, so a renewal thread that outlives ``stop()`` (stuck in a
+    request to a frozen member) can never touch the state of a later acquisition. The renewal
+    thread waits on a ``threading.Event``, so ``stop()`` ends its wait at once.
+    """
+
+    def __init__(
+        self,
+        requests: LockRequests,
+        *,
+        key: str,
+        holder: str,
+        lease_id: int,
+        ttl: float,
+        expires_at: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._requests = requests
+        self.key = key
+        self.holder = holder
+        self.lease_id = lease_id
+        self.ttl = ttl  # as granted by etcd
+        self._clock = clock
+        self._expires_at = expires_at  # by the lock's clock: last renewal's send time + TTL
+        self._lost: str | None = None  # why the lock is known to be lost
+        self._stop = threading.Event()
+        self._guard = threading.Lock()  # only around access to _expires_at and _lost
+        self._thread = threading.Thread(
+            target=self._renew_loop,
+            name=f"etcdagent-lock-renewal-{lease_id:x}",
+            daemon=True,  # a dying agent must not hang on it; its lease expires by itself
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing; waits a moment for the thread, never a whole TTL."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            # A renewal stuck on a frozen member finishes on its own; never wait a whole TTL.
+            self._thread.join(timeout=1.0)
+
+    def lost_reason(self) -> str | None:
+        """Why the lock is lost, or None while it is still ours."""
+        with self._guard:
+            if self._lost is not None:
+                return self._lost
+            overdue = self._clock() - self._expires_at
+        if overdue >= 0:
+            return (
+                f"the lease was not renewed for its whole TTL of {self.ttl:g}s "
+                "(etcd unreachable?); another agent may hold the lock now"
+            )
+        return None
+
+    def _renew_loop(self) -> None:
+        """Renew every TTL/3 until stopped, or until etcd says the lease is gone.
+
+        After a failure the next round comes sooner. Each request gets a sixth of the TTL (at
+        least 0.5 s), so a frozen first member leaves time to reach the others before expiry.
+        """
+        interval = self.ttl / 3
+        timeout = max(0.5, self.ttl / 6)
+        delay = interval
+        while not self._stop.wait(delay):
+            try:
+                ttl, sent = self._requests.keepalive(self.lease_id, timeout=timeout)
+            except Exception as exc:  # anything: this thread must keep trying until stopped
+                if self._stop.is_set():
+                    return
+                log.warning("maintenance lock: lease renewal failed", key=self.key, error=str(exc))
+                delay = interval / 4
+                continue
+            if self._stop.is_set():
+                return
+            delay = interval
+            with self._guard:
+                if ttl > 0:
+                    self._expires_at = max(self._expires_at, sent + ttl)
+                    continue
+                self._lost = "etcd says its lease is gone (revoked or expired)"
+            log.error("maintenance lock lost", key=self.key, holder=self.holder)
+            return

@@ -1,0 +1,114 @@
+"""What the agent did: maintenance runs, and the compactions and defragmentations in them."""
+
+from __future__ import annotations
+
+from etcdagent.act.run_report import Outcome, RunReport
+from etcdagent.act.step_results import StepResult, StepStatus
+from etcdagent.agent.metric_factory import MEMBER_LABELS, MetricFactory
+from etcdagent.decide.plan import StepKind
+
+TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once")
+RUN_RESULTS = tuple(o.value for o in Outcome)
+COMPACTION_RESULTS = ("done", "already-done", "failed", "refused")
+DEFRAG_RESULTS = ("done", "failed", "refused")
+
+# A defrag takes from ~0.1 s (small file) to tens of minutes (multi-GiB file on slow disks).
+DEFRAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800)
+
+_STATUS_RESULT = {
+    StepStatus.DONE: "done",
+    StepStatus.ALREADY_DONE: "already-done",
+    StepStatus.FAILED: "failed",
+    StepStatus.REFUSED: "refused",
+}
+
+
+def _step_member(result: StepResult) -> tuple[str, str]:
+    step = result.step
+    member_id = f"{step.member_id:x}" if step.member_id is not None else ""
+    return (step.member_name or step.member_label, member_id)
+
+
+class MaintenanceMetrics:
+    """Counters of runs and steps, updated from each finished run's report."""
+
+    def __init__(self, make: MetricFactory) -> None:
+        self.compactions = make.counter(
+            "compactions_total",
+            "Compactions the agent asked for, by result: done, already-done (the revision was "
+            "already compacted), failed, refused (a gate or the lock refused it).",
+            ("result",),
+        )
+        self.last_compacted_revision = make.optional(
+            "last_compacted_revision",
+            "The revision of the agent's last successful (or already done) compaction; absent "
+            "until there is one.",
+        )
+        self.defrags = make.counter(
+            "defragmentations_total",
+            "Defragmentations of a member the agent attempted, by result: done, failed, refused "
+            "(a safety gate said no just before it).",
+            (*MEMBER_LABELS, "result"),
+        )
+        self.defrag_duration = make.histogram(
+            "defrag_duration_seconds",
+            "Duration of the agent's successful defragmentations, from the request until the "
+            "member answered again and caught up with the leader.",
+            DEFRAG_BUCKETS,
+            ("member",),
+        )
+        self.defrag_reclaimed = make.counter(
+            "defrag_reclaimed_bytes_total",
+            "Bytes the member's database file shrank by in the agent's defragmentations.",
+            ("member",),
+        )
+        self.runs = make.counter(
+            "maintenance_runs_total",
+            "Maintenance runs by what started them (`trigger`: window, emergency-nospace, "
+            "emergency-quota, periodic (compaction), once) and how they ended "
+            "(`result`: done, nothing-to-do, refused, failed, interrupted). Dry runs are not "
+            "counted.",
+            ("trigger", "result"),
+        )
+        # Series that must exist before the first event, so that rate() and alerts see the
+        # first increment.
+        for result in COMPACTION_RESULTS:
+            self.compactions.labels(result)
+        for trigger in TRIGGERS:
+            for result in RUN_RESULTS:
+                self.runs.labels(trigger, result)
+
+    def record_report(self, report: RunReport, trigger: str) -> None:
+        """Count one finished maintenance run and its compactions and defragmentations.
+
+        A dry run changed nothing and is not counted. Steps that never started, or were skipped
+        because there was nothing left to do, are not counted either.
+        """
+        if report.dry_run:
+            return
+        self.runs.labels(trigger, report.outcome.value).inc()
+        for result in report.results:
+            outcome = _STATUS_RESULT.get(result.status)
+            if outcome is None:
+                continue
+            if result.step.kind is StepKind.COMPACT:
+                self._record_compaction(result, outcome)
+            elif result.step.kind is StepKind.DEFRAG:
+                self._record_defrag(result, outcome)
+
+    def _record_compaction(self, result: StepResult, outcome: str) -> None:
+        self.compactions.labels(outcome).inc()
+        ok = result.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
+        if ok and result.step.revision is not None:
+            self.last_compacted_revision.set(result.step.revision)
+
+    def _record_defrag(self, result: StepResult, outcome: str) -> None:
+        name, member_id = _step_member(result)
+        self.defrags.labels(name, member_id, outcome).inc()
+        if result.status is StepStatus.DONE:
+            if result.duration is not None:
+                self.defrag_duration.labels(name).observe(max(0.0, result.duration))
+            if result.reclaimed:
+                self.defrag_reclaimed.labels(name).inc(max(0, result.reclaimed))
+            else:
+                self.defrag_reclaimed.labels(name)  # exists, at 0

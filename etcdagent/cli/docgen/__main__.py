@@ -1,0 +1,7 @@
+"""``python -m etcdagent.cli.docgen [--check]``."""
+
+import sys
+
+from etcdagent.cli.docgen import main
+
+sys.exit(main())

@@ -18,7 +18,7 @@ from etcdagent.errors import EtcdProtocolError
 from etcdagent.etcd.metrics_text import parse_member_metrics
 from etcdagent.models import MemberMetrics
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 VERSIONS = ["3.5.1", "3.4.23"]
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENDPOINT = "http://10.0.0.1:2379"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from snapshots import GIB, WHEN, three
+from etcdagent_testing.snapshots import GIB, WHEN, three
 
 from etcdagent.act.run_report import Outcome, RunReport
 from etcdagent.agent.daemon import Daemon, effective_config

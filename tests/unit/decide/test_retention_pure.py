@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from etcdagent_testing.snapshots import WHEN, cluster, snap, three
 from hypothesis import given
 from hypothesis import strategies as st
-from snapshots import WHEN, cluster, snap, three
 
 from etcdagent.act.markers import prune_markers
 from etcdagent.decide.compaction import Marker, compaction_target, newest_marker_before

@@ -17,7 +17,7 @@ from etcdagent.agent.metrics import AgentMetrics, metric_docs
 from etcdagent.cli import cli, docgen
 from etcdagent.settings import Settings, load_settings
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 # Options of the commands that are not settings (docgen lists them in a table of their own).
 COMMAND_ONLY = {"config_file", "output", "dry_run", "force", "once"}

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, snap, three
+from etcdagent_testing.snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, snap, three
 
 from etcdagent.decide.triggers import (
     GATES,

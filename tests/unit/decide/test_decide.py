@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from etcdagent_testing.snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, settings, snap, three
 from hypothesis import given
 from hypothesis import strategies as st
-from snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, settings, snap, three
 
 from etcdagent.decide.compaction import Marker, plan_compaction
 from etcdagent.decide.defrag import defrag_timeout, defrag_worth, plan_defrag

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from snapshots import IDS, MIB, WHEN, alarm, cluster, settings, snap
+from etcdagent_testing.snapshots import IDS, MIB, WHEN, alarm, cluster, settings, snap
 
 from etcdagent.act.run_report import Outcome, PhasePlan, RunReport
 from etcdagent.act.step_results import StepResult, StepStatus

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from etcdagent_testing.snapshots import IDS, MIB, WHEN, alarm, cluster, snap, three
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from snapshots import IDS, MIB, WHEN, alarm, cluster, snap, three
 
 from etcdagent import __version__
 from etcdagent.act.run_report import Outcome, RunReport

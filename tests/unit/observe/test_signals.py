@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etcdagent_testing.snapshots import IDS, MIB, WHEN, member
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from snapshots import IDS, MIB, WHEN, member
 
 from etcdagent.etcd.metrics_text import parse_member_metrics
 from etcdagent.models import Histogram, MemberMetrics, MemberStatus
@@ -28,7 +28,7 @@ INF = math.inf
 # etcd's disk histograms (wal fsync, backend commit): 1 ms doubling up to 8.192 s.
 LES = (*(0.001 * 2**i for i in range(14)), INF)
 START = 1.7e9  # process_start_time_seconds of the member's process
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def at(seconds: float) -> datetime:

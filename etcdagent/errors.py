@@ -56,6 +56,13 @@ class EtcdAuthError(EtcdError):
     """Authentication or permission failed (wrong password, token rejected, role missing)."""
 
 
+class EtcdTokenRequiredError(EtcdAuthError):
+    """Authentication is on and the call was sent without a token ("user name is empty").
+
+    Its own class because the client answers it by authenticating and asking again, which it
+    must not do for any other refusal."""
+
+
 class EtcdNoSpaceError(EtcdError):
     """A write was refused because the member's database reached its quota (NOSPACE alarm)."""
 

@@ -80,6 +80,53 @@ class MemberList(_Model):
 _ALARM_ERROR = re.compile(r"memberID:(\d+) alarm:(\w+)")
 
 
+_RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+def release(version: str) -> tuple[int, int, int] | None:
+    """``"3.6.14"`` as ``(3, 6, 14)``, for comparing releases; None when it is not a release."""
+    match = _RELEASE.match(version)
+    if match is None:
+        return None
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+RELIABLE_STATUS_QUOTA = (3, 6, 6)
+"""From this release on, a status answer's ``dbSizeQuota`` is the quota etcd enforces.
+
+3.6.0-3.6.5 report the configured flag, which is 0 (so omitted) with the default quota; the
+``etcd_server_quota_backend_bytes`` gauge is right on every version, so it is preferred there.
+"""
+
+
+UNDERCOUNTED_GRPC = ((3, 6, 0), (3, 6, 5))
+"""Releases whose ``grpc_server_handled_total`` counts the requests of one client listener only.
+
+With kubeadm's two client URLs (127.0.0.1 and the node's address) a busy member could look
+quiet; on these the traffic measure is the store's operation counters instead (writes count on
+every member, so it reads high rather than low: the safe side for a gate that keeps
+maintenance out of busy times).
+"""
+
+
+def undercounts_grpc(version: str) -> bool:
+    ours = release(version)
+    low, high = UNDERCOUNTED_GRPC
+    return ours is not None and low <= ours <= high
+
+
+class Downgrade(_Model):
+    """``downgradeInfo`` of a 3.6 status: a downgrade of the cluster is in progress while enabled.
+
+    Measured on 3.6.14: ``{"enabled": true, "targetVersion": "3.5.0"}`` from `downgrade enable`
+    until `downgrade cancel` (or the downgrade completes); ``{}`` otherwise.
+    """
+
+    enabled: bool = False
+    target_version: str = Field(default="", validation_alias="targetVersion")
+
+
 class MemberStatus(_Model):
     """What one member says of itself (/v3/maintenance/status)."""
 
@@ -96,6 +143,20 @@ class MemberStatus(_Model):
     raft_applied_index: int = Field(default=0, validation_alias="raftAppliedIndex", ge=0)
     errors: tuple[str, ...] = ()
     is_learner: bool = Field(default=False, validation_alias="isLearner")
+    storage_version: str = Field(default="", validation_alias="storageVersion")  # etcd 3.6+
+    downgrade: Downgrade = Field(default_factory=Downgrade, validation_alias="downgradeInfo")
+
+    @property
+    def release(self) -> tuple[int, int, int] | None:
+        return release(self.version)
+
+    @property
+    def reliable_quota(self) -> int | None:
+        """``dbSizeQuota`` where it is the enforced quota (see ``RELIABLE_STATUS_QUOTA``)."""
+        ours = self.release
+        if self.db_size_quota and ours is not None and ours >= RELIABLE_STATUS_QUOTA:
+            return self.db_size_quota
+        return None
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -182,6 +243,21 @@ class RangeAnswer(_Model):
     count: int = Field(default=0, ge=0)
 
 
+class HashKV(_Model):
+    """A member's hash of its keyspace up to one revision (/v3/maintenance/hashkv, 3.5.10+).
+
+    ``compact_revision`` is the compaction the member had applied when it hashed (-1: none);
+    two members' hashes are comparable only when it and the revision are the same. 3.6 also
+    says which revision it hashed (``hash_revision``; 0 when absent, as before 3.6).
+    """
+
+    revision: int = Field(default=0, validation_alias=AliasPath("header", "revision"), ge=0)
+    member_id: int = Field(default=0, validation_alias=AliasPath("header", "member_id"), ge=0)
+    hash: int = Field(default=0, ge=0)
+    compact_revision: int = Field(default=-1, ge=-1)
+    hash_revision: int = Field(default=0, ge=0)
+
+
 class Histogram(BaseModel):
     """A Prometheus histogram at one scrape: cumulative bucket counts by upper bound."""
 
@@ -215,4 +291,5 @@ class MemberMetrics(BaseModel):
     current_revision: int | None = None
     compact_revision: int | None = None
     grpc_unary_handled: float | None = None
+    mvcc_operations: float | None = None  # range + put + delete + txn counters of the store
     process_start_time: float | None = None

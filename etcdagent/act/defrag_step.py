@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from etcdagent.act.consistency_check import ConsistencyChecker
 from etcdagent.act.step_context import StepContext
-from etcdagent.act.step_results import StepResult, StepStatus
+from etcdagent.act.step_results import ConsistencyResult, StepResult, StepStatus
 from etcdagent.decide.defrag import defrag_timeout
 from etcdagent.decide.gates import cluster_gate_failures, quorum_failure
 from etcdagent.decide.plan import Step
@@ -30,6 +31,7 @@ class DefragStep:
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx
         self.deadline: datetime | None = None  # end of the maintenance window, if any
+        self._consistency = ConsistencyChecker(ctx)
 
     def run(self, step: Step, started_at: datetime, t0: float) -> StepResult:
         ctx = self.ctx
@@ -118,7 +120,9 @@ class DefragStep:
         after: MemberSnapshot,
         warning: str | None,
     ) -> StepResult:
-        """The result of a defrag the member recovered from: what the file size says."""
+        """The result of a defrag the member recovered from: what the file size says, and
+        whether its HashKV still matches a peer's (a mismatch fails the step, so the sweep
+        stops)."""
         assert after.status is not None
         size_after = after.status.db_size
         reclaimed = size_before - size_after
@@ -127,18 +131,32 @@ class DefragStep:
                 f"the file did not shrink ({format_bytes(size_before)} before, "
                 f"{format_bytes(size_after)} after)"
             )
+        sizes = (
+            f"{format_bytes(size_before)} -> {format_bytes(size_after)}, reclaimed "
+            f"{format_bytes(max(0, reclaimed))}"
+        )
+        duration = self.ctx.elapsed(t0)  # the defrag's, without the check
+        snapshot = self.ctx.last_snapshot
+        check = self._consistency.check(step, snapshot) if snapshot is not None else None
+        status, message = StepStatus.DONE, sizes
+        if check is not None and check.result is ConsistencyResult.MISMATCH:
+            status, message = StepStatus.FAILED, check.message
+        elif check is not None and check.result is ConsistencyResult.SKIPPED:
+            warning = (warning + "; " if warning else "") + (
+                f"consistency check skipped: {check.message}"
+            )
         return self.ctx.result(
             step,
-            StepStatus.DONE,
-            f"{format_bytes(size_before)} -> {format_bytes(size_after)}, reclaimed "
-            f"{format_bytes(max(0, reclaimed))}",
+            status,
+            message,
             started_at=started_at,
-            duration=self.ctx.elapsed(t0),
+            duration=duration,
             db_size_before=size_before,
             db_size_after=size_after,
             db_size_in_use_after=after.status.db_size_in_use,
             reclaimed=max(0, reclaimed),
             warning=warning,
+            consistency=check,
         )
 
     def wait_recovered(self, member_id: int) -> MemberSnapshot | str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from etcdagent.decide.plan import Step
 
@@ -21,6 +21,34 @@ class StepStatus(StrEnum):
     REFUSED = "refused"
     FAILED = "failed"
     NOT_STARTED = "not-started"
+
+
+class ConsistencyResult(StrEnum):
+    """How the HashKV comparison after a defrag ended."""
+
+    MATCH = "match"  # same hash as the peer at the same revision and compacted revision
+    MISMATCH = "mismatch"  # different hashes where they must agree: the step fails
+    UNAVAILABLE = "unavailable"  # the member's etcd has no HashKV on its gateway (< 3.5.10)
+    SKIPPED = "skipped"  # could not compare this time (no peer, an error, compaction in flight)
+
+
+class ConsistencyCheck(BaseModel):
+    """The comparison of a defragmented member's HashKV with a peer's at one revision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    result: ConsistencyResult
+    message: str
+    peer_id: int | None = None
+    peer_name: str | None = None
+    revision: int | None = None  # the revision both hashed
+    compact_revision: int | None = None  # the compaction both had applied (-1: none)
+    hash: int | None = None  # the defragmented member's
+    peer_hash: int | None = None
+
+    @field_serializer("peer_id")
+    def _hex(self, value: int | None) -> str | None:
+        return None if value is None else f"{value:x}"
 
 
 class StepResult(BaseModel):
@@ -38,6 +66,7 @@ class StepResult(BaseModel):
     reclaimed: int | None = None
     message: str = ""
     warning: str | None = None
+    consistency: ConsistencyCheck | None = None  # defrag: the HashKV comparison after it
 
     @property
     def ok(self) -> bool:

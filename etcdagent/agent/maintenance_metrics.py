@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from etcdagent.act.run_report import Outcome, RunReport
-from etcdagent.act.step_results import StepResult, StepStatus
-from etcdagent.agent.metric_factory import MEMBER_LABELS, MetricFactory
+from etcdagent.act.step_results import ConsistencyResult, StepResult, StepStatus
+from etcdagent.agent.metric_factory import MEMBER_LABELS, MetricFactory, discard
 from etcdagent.decide.plan import StepKind
 
 TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once")
 RUN_RESULTS = tuple(o.value for o in Outcome)
 COMPACTION_RESULTS = ("done", "already-done", "failed", "refused")
 DEFRAG_RESULTS = ("done", "failed", "refused")
+CONSISTENCY_RESULTS = tuple(r.value for r in ConsistencyResult)
 
 # A defrag takes from ~0.1 s (small file) to tens of minutes (multi-GiB file on slow disks).
 DEFRAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800)
@@ -70,8 +71,24 @@ class MaintenanceMetrics:
             "counted.",
             ("trigger", "result"),
         )
+        self.consistency_checks = make.counter(
+            "consistency_checks_total",
+            "HashKV comparisons of a defragmented member with a peer at one revision, by "
+            "result: match, mismatch (the step failed and the sweep stopped), unavailable (etcd "
+            "before 3.5.10 has no HashKV on its gateway), skipped (no peer, an error, or the "
+            "compacted revisions never agreed).",
+            ("result",),
+        )
+        self.consistency_mismatch = make.gauge(
+            "consistency_mismatch_revision",
+            "The revision at which a defragmented member's HashKV differed from its peer's "
+            "(`peer`); present from the mismatch until a later check of the member matches.",
+            (*MEMBER_LABELS, "peer"),
+        )
         # Series that must exist before the first event, so that rate() and alerts see the
         # first increment.
+        for result in CONSISTENCY_RESULTS:
+            self.consistency_checks.labels(result)
         for result in COMPACTION_RESULTS:
             self.compactions.labels(result)
         for trigger in TRIGGERS:
@@ -88,6 +105,7 @@ class MaintenanceMetrics:
             return
         self.runs.labels(trigger, report.outcome.value).inc()
         for result in report.results:
+            self._record_consistency(result)
             outcome = _STATUS_RESULT.get(result.status)
             if outcome is None:
                 continue
@@ -112,3 +130,28 @@ class MaintenanceMetrics:
                 self.defrag_reclaimed.labels(name).inc(max(0, result.reclaimed))
             else:
                 self.defrag_reclaimed.labels(name)  # exists, at 0
+
+    def _record_consistency(self, result: StepResult) -> None:
+        """Count a defrag's HashKV comparison; a mismatch stays visible until a match clears it."""
+        check = result.consistency
+        if check is None:
+            return
+        self.consistency_checks.labels(check.result.value).inc()
+        name, member_id = _step_member(result)
+        if check.result is ConsistencyResult.MISMATCH and check.revision is not None:
+            self.consistency_mismatch.labels(name, member_id, check.peer_name or "").set(
+                check.revision
+            )
+        elif check.result is ConsistencyResult.MATCH:
+            for labels in self._mismatches_of(name, member_id):
+                discard(self.consistency_mismatch, *labels)
+
+    def _mismatches_of(self, name: str, member_id: str) -> list[tuple[str, ...]]:
+        """The label values of the mismatch series of one member."""
+        found: list[tuple[str, ...]] = []
+        for family in self.consistency_mismatch.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("member") == name and labels.get("member_id") == member_id:
+                    found.append((name, member_id, labels.get("peer", "")))
+        return found

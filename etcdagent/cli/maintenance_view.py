@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from etcdagent.act.run_report import Outcome, PhasePlan, PlanListener, RunReport
-from etcdagent.act.step_results import StepResult, StepStatus
+from etcdagent.act.step_results import ConsistencyResult, StepResult, StepStatus
 from etcdagent.decide.plan import Step, StepKind
 from etcdagent.units import format_bytes, format_duration
 
@@ -23,7 +23,8 @@ def describe_step(step: Step, *, short: bool = False) -> str:
         return f"compact to revision {step.revision} (via {member}){why}"
     if step.kind is StepKind.DEFRAG:
         timeout = f", timeout {format_duration(step.timeout)}" if step.timeout else ""
-        return f"defrag {member}{timeout}{why}"
+        check = f", then compare HashKV with {step.check_peer_name}" if step.check_peer_name else ""
+        return f"defrag {member}{timeout}{check}{why}"
     if step.kind is StepKind.MOVE_LEADER:
         target = step.target_name or (f"{step.target_id:x}" if step.target_id else "?")
         return f"move leadership {member} -> {target}{why}"
@@ -57,6 +58,11 @@ def render_result(result: StepResult) -> str:
     text = f"   {result.status.value}{took}: {result.message}"
     if result.warning:
         text += f" (warning: {result.warning})"
+    check = result.consistency
+    if check is not None and check.result is ConsistencyResult.MATCH:
+        # A mismatch is the step's message, a skipped check its warning, an unavailable one a
+        # note of the plan: only a match needs a line of its own.
+        text += f"\n   consistency {check.result.value}: {check.message}"
     return text
 
 

@@ -25,6 +25,7 @@ def member_json(snapshot: ClusterSnapshot, snap: MemberSnapshot) -> dict[str, An
         "reachable": snap.reachable,
         "is_learner": snap.is_learner,
         "version": status.version if status else None,
+        "storage_version": (status.storage_version or None) if status else None,
         "db_size": snap.db_size,
         "db_size_in_use": snap.db_size_in_use,
         "db_size_free": snap.free,
@@ -48,6 +49,7 @@ def status_json(snapshot: ClusterSnapshot, health: Health) -> dict[str, Any]:
         "reasons": list(health.reasons),
         "cluster_id": f"{snapshot.cluster_id:x}",
         "leader": f"{leader:x}" if leader is not None else None,
+        "downgrade_target": snapshot.downgrade_target,
         "taken_at": snapshot.taken_at.isoformat(),
         "members": [member_json(snapshot, m) for m in snapshot.members],
     }
@@ -67,6 +69,7 @@ _HEADERS = (
     "ENDPOINT",
     "ROLE",
     "VERSION",
+    "STORAGE",
     "DB SIZE",
     "IN USE",
     "FREE",
@@ -100,6 +103,7 @@ def _row(snapshot: ClusterSnapshot, snap: MemberSnapshot) -> tuple[str, ...]:
         snap.endpoint or "-",
         snapshot.role(snap).value if snap.reachable or snap.is_learner else "unreachable",
         status.version if status else "-",
+        (status.storage_version or "-") if status else "-",
         format_bytes(snap.db_size),
         format_bytes(snap.db_size_in_use),
         format_bytes(snap.free),
@@ -113,13 +117,22 @@ def _row(snapshot: ClusterSnapshot, snap: MemberSnapshot) -> tuple[str, ...]:
     )
 
 
+def _columns(snapshot: ClusterSnapshot) -> list[int]:
+    """The table's columns: STORAGE only when some member reports one (etcd 3.6 and later)."""
+    has_storage = any(m.status is not None and m.status.storage_version for m in snapshot.members)
+    return [i for i, h in enumerate(_HEADERS) if h != "STORAGE" or has_storage]
+
+
 def render_table(snapshot: ClusterSnapshot, health: Health) -> str:
-    rows = [_HEADERS, *(_row(snapshot, m) for m in snapshot.members)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADERS))]
+    columns = _columns(snapshot)
+    full = [_HEADERS, *(_row(snapshot, m) for m in snapshot.members)]
+    rows = [tuple(r[i] for i in columns) for r in full]
+    headers = rows[0]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     lines = []
     for row in rows:
         cells = [
-            cell.rjust(w) if _HEADERS[i] in _RIGHT else cell.ljust(w)
+            cell.rjust(w) if headers[i] in _RIGHT else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())

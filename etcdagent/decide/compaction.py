@@ -134,11 +134,15 @@ def plan_compaction(
 ) -> Plan:
     voting_answering = sum(m.reachable for m in snapshot.voting)
     if voting_answering < snapshot.quorum or snapshot.leader_id is None:
+        # The first silent member's error says why (down, or refusing this user its status).
+        silent = next((m for m in snapshot.voting if not m.reachable and m.error), None)
+        why = f" ({silent.member.display_name}: {silent.error})" if silent else ""
         return Plan(
             command="compact",
             refusal="compaction goes through raft and needs a quorum and a leader: "
             f"{voting_answering} of {len(snapshot.voting)} voting members answer"
-            + ("" if snapshot.leader_id is not None else ", no leader"),
+            + ("" if snapshot.leader_id is not None else ", no leader")
+            + why,
         )
     target, why = compaction_target(snapshot, settings.compaction, markers, now)
     if target is None:

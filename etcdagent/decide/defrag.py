@@ -3,7 +3,9 @@
 A member is worth defragmenting only when enough of its file is free (by share and by bytes);
 followers go first and the leader last, leadership moves to a member already done when asked,
 and a replica limited to its own member (``--local-member``) leaves the leader alone while a
-follower still needs work, so the order holds across replicas too. Pure: a snapshot in, a plan out.
+follower still needs work, so the order holds across replicas too. Each defrag names the member
+its HashKV is compared with afterwards (``consistency``), or a note says why there is none.
+Pure: a snapshot in, a plan out.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from etcdagent.decide.consistency import check_peer, check_unavailable
 from etcdagent.decide.gates import cluster_gate_failures, is_local, quorum_failure
 from etcdagent.decide.plan import Plan, Skip, Step, StepKind
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot, Role
@@ -173,8 +176,9 @@ def _sweep_steps(
     reason_prefix: str,
     no_spare_ok: bool,
 ) -> tuple[list[Step], list[str]]:
-    """The defrag steps in sweep order, a leadership move before the leader's when asked, and
-    the notes of a move that found no target."""
+    """The defrag steps in sweep order, a leadership move before the leader's when asked, each
+    with the member its HashKV is compared with afterwards, and the notes of a move that found
+    no target or a check that is not available."""
     why_by_id = {s.member.id: why for s, why in chosen}
     steps: list[Step] = []
     notes: list[str] = []
@@ -188,7 +192,16 @@ def _sweep_steps(
             else:
                 steps.append(move)
         reason = reason_prefix + why_by_id[snap.member.id] + (" [leader, last]" if leader else "")
-        steps.append(_defrag_step(snap, reason, settings, no_spare_ok=no_spare_ok))
+        peer = check_peer(snapshot, snap, [d.member.id for d in done])
+        unavailable = check_unavailable(snap, peer)
+        if unavailable is not None and unavailable not in notes:
+            notes.append(unavailable)
+        step = _defrag_step(snap, reason, settings, no_spare_ok=no_spare_ok)
+        if peer is not None and unavailable is None:
+            step = step.model_copy(
+                update={"check_peer_id": peer.member.id, "check_peer_name": peer.member.name}
+            )
+        steps.append(step)
         done.append(snap)
     return steps, notes
 

@@ -33,6 +33,12 @@ def cluster_gate_failures(snapshot: ClusterSnapshot, settings: DefragSettings) -
                 f"CORRUPT alarm on {where}: the members' data may differ; investigate before "
                 "any maintenance"
             )
+    target = snapshot.downgrade_target
+    if target is not None:
+        reasons.append(
+            f"a downgrade of the cluster to {target} is in progress: maintenance waits until it "
+            "completes or is cancelled (etcdctl downgrade cancel)"
+        )
     for snap in snapshot.voting:
         if snap.status is not None and snap.status.apply_lag > settings.max_apply_lag:
             reasons.append(

@@ -40,8 +40,10 @@ class Step(BaseModel):
     reclaimable: int | None = None  # defrag: file minus in use when planned
     alarm: Alarm | None = None  # disarm
     no_spare_ok: bool = False  # defrag: allowed to block a cluster with no member to spare
+    check_peer_id: int | None = None  # defrag: whose HashKV this member's is compared with after
+    check_peer_name: str | None = None
 
-    @field_serializer("member_id", "target_id")
+    @field_serializer("member_id", "target_id", "check_peer_id")
     def _hex(self, value: int | None) -> str | None:
         """IDs in hex, as etcdctl and `etcdagent status` show them."""
         return None if value is None else f"{value:x}"

@@ -115,14 +115,22 @@ def _leader_changes_gate(
     return None
 
 
-def _traffic_gate(cluster_request_rate: float | None, limit: float | None) -> str | None:
+def _traffic_gate(
+    cluster_request_rate: float | None, limit: float | None, signals: Mapping[int, MemberSignals]
+) -> str | None:
     """Blocks a window that is not actually quiet; off when ``limit`` is None."""
     if limit is None:
         return None
     if cluster_request_rate is None:
         return "not enough data"
     if cluster_request_rate > limit:
-        return f"{cluster_request_rate:.0f} requests/s > {limit:.0f} (the window is not quiet)"
+        reason = f"{cluster_request_rate:.0f} requests/s > {limit:.0f} (the window is not quiet)"
+        if any(s.request_rate_source == "mvcc" for s in signals.values()):
+            reason += (
+                "; counted as store operations on etcd 3.6.0-3.6.5, whose gRPC counter sees one "
+                "client listener only (writes count once per member)"
+            )
+        return reason
     return None
 
 
@@ -145,7 +153,7 @@ def evaluate_gates(
             snapshot, signals, "backend_commit_p99", "backend_commits", gates.backend_commit_p99_max
         ),
         "leader_changes": _leader_changes_gate(snapshot, signals, gates.max_leader_changes),
-        "traffic": _traffic_gate(cluster_request_rate, gates.max_request_rate),
+        "traffic": _traffic_gate(cluster_request_rate, gates.max_request_rate, signals),
     }
     return {gate: checks[gate] for gate in GATES}
 

@@ -35,6 +35,7 @@ from etcdagent.models import (
     Alarm,
     AlarmList,
     AlarmType,
+    HashKV,
     MemberList,
     MemberMetrics,
     MemberStatus,
@@ -151,6 +152,19 @@ class MemberClient:
     def defragment(self, timeout: float) -> None:
         """Defragment this member. Never retried: a timed-out defrag still runs on the server."""
         self.call("defragment", "/maintenance/defragment", {}, retry=False, timeout=timeout)
+
+    def hashkv(self, revision: int, *, timeout: float | None = None) -> HashKV:
+        """This member's hash of its keyspace up to ``revision`` (etcd 3.5.10+, root under auth).
+
+        A read, so retried when transient; ``timeout`` because the member hashes every key up
+        to the revision, which takes longer than a status on a large database. Raises
+        EtcdCompactedError below the member's compacted revision and EtcdFutureRevisionError
+        above what it has applied; versions older than ``versions.HASHKV_SINCE`` answer 404.
+        """
+        answer = self.call(
+            "hashkv", "/maintenance/hashkv", {"revision": str(revision)}, timeout=timeout
+        )
+        return HashKV.from_gateway(answer, endpoint=self.endpoint)
 
     def move_leader(self, target_id: int) -> None:
         """Transfer leadership; must be sent to the current leader."""

@@ -59,6 +59,19 @@ class Gateway:
     def close(self) -> None:
         self.session.close()
 
+    def get_unauthenticated(self, path: str, timeout: float) -> dict[str, Any] | None:
+        """GET one of the member's own endpoints beside the gateway (``/health``, ``/version``)
+        without the token: the JSON object it answered, whatever the HTTP status (/health says
+        why it is unhealthy in a 503), or None when there is no such answer."""
+        try:
+            response = self.session.get(
+                self.endpoint + path, timeout=timeout, headers={"Authorization": None}
+            )
+            answer = response.json()
+        except (requests.RequestException, ValueError):
+            return None
+        return answer if isinstance(answer, dict) else None
+
     def post(
         self, operation: str, path: str, body: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
@@ -69,7 +82,7 @@ class Gateway:
         try:
             answer = client.post(client.get_url(path), json=body)
         except Etcd3Exception as exc:
-            raise translate(exc, self.endpoint, operation) from None
+            raise translate(exc, self.endpoint, operation, path) from None
         except requests.RequestException as exc:  # anything etcd3gw did not wrap
             raise connection_error(self.endpoint, operation, str(exc)) from None
         except ValueError as exc:  # the body was not JSON

@@ -1,13 +1,14 @@
 """What a failed gateway call means, in an operator's words.
 
-etcd3gw reports failures as a few exception classes carrying the HTTP reason and the raw body;
-requests reports connection failures as urllib3's nested text. This module turns both into the
-project's ``EtcdError`` subclasses: the message names the member's URL, what failed and what to
-check, and ``transient`` tells the retry layer whether asking again can help.
+etcd3gw reports failures as a few exception classes carrying the HTTP reason and the raw body
+(connection failures, with no answer at all, are ``connection_errors``'). This module turns them
+into the project's ``EtcdError`` subclasses: the message names the member's URL, what failed and
+what to check, and ``transient`` tells the retry layer whether asking again can help.
 
-Each kind of failure is one small rule, tried in order: the first that recognises the text writes
-the message. The order matters where texts overlap (a TLS failure's text often mentions a timeout
-or a reset too), so a new rule goes where its text is the most specific one left.
+Each kind of answer is one small rule, tried in order: the first that recognises it writes the
+message. The shapes differ between versions (``versions.error_fields``): rules match etcd's
+message first and the HTTP status or gRPC code only where the message says nothing, because
+3.6 answers some refusals with another status than 3.5 did.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
 from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
 
@@ -29,178 +29,15 @@ from etcdagent.errors import (
     EtcdFutureRevisionError,
     EtcdNoSpaceError,
     EtcdTLSError,
-    EtcdUnreachableError,
+    EtcdTokenRequiredError,
 )
 from etcdagent.etcd import versions
+from etcdagent.etcd.connection_errors import connection_error, one_line
+
+__all__ = ["connection_error", "http_error", "translate"]
 
 _STATUS_BY_REASON = {s.phrase.lower(): s.value for s in HTTPStatus}
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _root_cause(detail: str) -> str:
-    """Drop urllib3's "HTTPConnectionPool(...): Max retries exceeded ... (Caused by" wrapping."""
-    _, sep, cause = detail.partition("(Caused by ")
-    return cause.rstrip(")") if sep else detail
-
-
-# -- connection failures (no HTTP answer at all) ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """One connection failure being explained.
-
-    Rules match on ``low``, the whole text lowercased (urllib3's wrapping included: some causes
-    are named only there); messages quote ``detail``, the root cause alone.
-    """
-
-    endpoint: str
-    operation: str
-    detail: str
-    low: str
-
-    def mentions(self, *needles: str) -> bool:
-        return any(needle in self.low for needle in needles)
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.endpoint).hostname or self.endpoint
-
-    def tls(self, what: str) -> EtcdTLSError:
-        return EtcdTLSError(
-            f"{self.endpoint}: {self.operation} failed: {what}",
-            endpoint=self.endpoint,
-            operation=self.operation,
-        )
-
-    def unreachable(self, what: str, *, transient: bool) -> EtcdUnreachableError:
-        return EtcdUnreachableError(
-            f"{self.endpoint}: {self.operation} failed: {what}",
-            endpoint=self.endpoint,
-            operation=self.operation,
-            transient=transient,
-        )
-
-
-def _dns(f: _Failure) -> EtcdError | None:
-    if not f.mentions(
-        "nameresolution",
-        "name or service not known",
-        "failed to resolve",
-        "temporary failure in name resolution",
-        "nodename nor servname",
-    ):
-        return None
-    return f.unreachable(
-        f"cannot resolve host name {f.host!r} (check the endpoint and DNS)", transient=False
-    )
-
-
-def _tls_server_name(f: _Failure) -> EtcdError | None:
-    if not f.mentions("doesn't match", "hostname mismatch", "ip address mismatch"):
-        return None
-    quoted = re.search(r"hostname '([^']+)'", f.detail)
-    name = quoted.group(1) if quoted else f.host
-    return f.tls(
-        f"TLS: the server certificate is not valid for {name!r} "
-        "(check the endpoint, or set tls.server_name to a name the certificate carries)"
-    )
-
-
-def _tls_server_certificate(f: _Failure) -> EtcdError | None:
-    if not f.mentions("certificate_verify_failed", "certificate verify failed"):
-        return None
-    if f.mentions("expired"):
-        return f.tls("TLS: the server certificate has expired")
-    return f.tls("TLS: the server certificate is not signed by a trusted CA (check tls.ca_file)")
-
-
-def _tls_not_spoken(f: _Failure) -> EtcdError | None:
-    if not f.mentions("wrong_version_number", "wrong version number", "record layer failure"):
-        return None
-    return f.tls("TLS: the endpoint does not speak TLS (use http:// for it)")
-
-
-def _tls_handshake_closed(f: _Failure) -> EtcdError | None:
-    if not f.mentions("eof occurred in violation of protocol", "unexpected_eof"):
-        return None
-    return f.tls(
-        "TLS: the member closed the connection during the handshake: it rejected "
-        "the client certificate (missing, expired, or not signed by the CA it trusts: check "
-        "tls.cert_file and tls.key_file), or it does not speak TLS (use http://)"
-    )
-
-
-def _tls_client_certificate(f: _Failure) -> EtcdError | None:
-    if not f.mentions(
-        "certificate required",
-        "bad certificate",
-        "certificate expired",
-        "unknown ca",
-        "certificate unknown",
-    ):
-        return None
-    return f.tls(
-        "TLS: the server rejected the client certificate (expired, not signed "
-        "by the CA the server trusts, or missing: check tls.cert_file and tls.key_file)"
-    )
-
-
-def _tls_other(f: _Failure) -> EtcdError | None:
-    if not f.mentions("sslerror", "ssl:", "[ssl"):
-        return None
-    return f.tls(f"TLS handshake failed: {_one_line(f.detail, 160)}")
-
-
-def _timed_out(f: _Failure) -> EtcdError | None:
-    if not f.mentions("timed out", "timeout"):
-        return None
-    return f.unreachable(
-        "timed out (member overloaded, stopped, or a firewall drops packets)", transient=True
-    )
-
-
-def _refused(f: _Failure) -> EtcdError | None:
-    if not f.mentions("refused"):
-        return None
-    return f.unreachable(
-        "connection refused (is etcd running and listening on this address?)", transient=True
-    )
-
-
-def _reset(f: _Failure) -> EtcdError | None:
-    if not f.mentions("reset", "aborted", "remotedisconnected", "broken pipe"):
-        return None
-    hint = " (if it serves TLS, use an https:// endpoint)" if f.endpoint.startswith("http:") else ""
-    return f.unreachable(f"connection reset by the member{hint}", transient=True)
-
-
-_CONNECTION_RULES: tuple[Callable[[_Failure], EtcdError | None], ...] = (
-    _dns,
-    _tls_server_name,
-    _tls_server_certificate,
-    _tls_not_spoken,
-    _tls_handshake_closed,
-    _tls_client_certificate,
-    _tls_other,
-    _timed_out,
-    _refused,
-    _reset,
-)
-
-
-def connection_error(endpoint: str, operation: str, detail: str) -> EtcdError:
-    """Turn requests/urllib3 connection failure text into an operator's sentence."""
-    failure = _Failure(endpoint, operation, detail=_root_cause(detail), low=detail.lower())
-    for rule in _CONNECTION_RULES:
-        error = rule(failure)
-        if error is not None:
-            return error
-    return failure.unreachable(f"cannot connect: {_one_line(failure.detail, 160)}", transient=True)
+_UNNAMED_STATUS = re.compile(r"status code (\d{3})$")  # Go's reason for a code it has no name for
 
 
 # -- error answers (the gateway answered with an HTTP error) ----------------------------------
@@ -215,6 +52,7 @@ class _Answer:
     status: int | None
     code: int | None
     message: str
+    path: str = ""
 
     @property
     def low(self) -> str:
@@ -236,7 +74,7 @@ class _Answer:
 
 def _parse_error_body(status: int | None, body_text: str | None) -> tuple[int | None, str]:
     """(gRPC code, one-line message) of an error answer; the body's shape depends on the version
-    (``versions.error_message``), and a body that is not JSON is the message itself."""
+    (``versions.error_fields``), and a body that is not JSON is the message itself."""
     code: int | None = None
     message = ""
     if body_text:
@@ -245,17 +83,16 @@ def _parse_error_body(status: int | None, body_text: str | None) -> tuple[int | 
         except ValueError:
             body = None
         if isinstance(body, dict):
-            raw_code = body.get("code")
+            raw_code, raw_msg = versions.error_fields(body)
             code = (
                 raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
             )
-            raw_msg = versions.error_message(body)
             message = raw_msg if isinstance(raw_msg, str) else str(raw_msg)
         else:
             message = body_text
     if not message:
         message = f"HTTP {status}" if status else "an error answer without a body"
-    return code, _one_line(message)
+    return code, one_line(message)
 
 
 def _revision(a: _Answer) -> EtcdError | None:
@@ -294,20 +131,64 @@ def _token_rejected(a: _Answer) -> EtcdError | None:
 
 
 def _no_user(a: _Answer) -> EtcdError | None:
-    if not a.says("user name is empty", "user name not found"):
+    # Sent without a token (HTTP 400 code 3, or 500 code 2 "auth: ..." for hash and defragment
+    # before 3.6): the client authenticates and asks again when a user is configured.
+    if a.says("user name is empty"):
+        kind: type[EtcdAuthError] = EtcdTokenRequiredError
+    elif a.says("user name not found"):  # the token's user was deleted
+        kind = EtcdAuthError
+    else:
         return None
-    return a.error(
-        EtcdAuthError,
-        "the cluster has authentication enabled; set auth.username and a password",
-    )
+    return a.error(kind, "the cluster has authentication enabled; set auth.username and a password")
 
 
 def _permission_denied(a: _Answer) -> EtcdError | None:
+    # HTTP 403 code 7, or HTTP 500 code 2 "auth: permission denied" (hash, hashkv, defragment
+    # before 3.6). ``auth.TokenAuth`` names the user and the role the call needs.
     if not (a.says("permission denied") or a.status == 403 or a.code == 7):
         return None
     return a.error(
         EtcdAuthError,
         "permission denied (this call needs the root role: check the user's roles)",
+    )
+
+
+def _learner(a: _Answer) -> EtcdError | None:
+    if not a.says(versions.LEARNER_REFUSAL):
+        return None
+    # Not transient (3.4-3.5 answer 503): a learner refuses until an operator promotes it.
+    return a.error(
+        EtcdError,
+        f"{a.message} (this member is a learner: send the call to a voting member)",
+        transient=False,
+    )
+
+
+def _unknown_path(a: _Answer) -> EtcdError | None:
+    if a.status != 404 or a.low.strip() not in versions.UNKNOWN_PATH_MESSAGES:
+        return None
+    where = f" {versions.API_PATH.rstrip('/')}{a.path}" if a.path else ""
+    return a.error(
+        EtcdError,
+        f"the member does not serve this API (HTTP 404 on{where or ' this path'}): its etcd "
+        "version predates the call (hashkv, for one, is served from 3.5.10 on)",
+    )
+
+
+def _wrong_method(a: _Answer) -> EtcdError | None:
+    # 3.4.23 and 3.5.1: HTTP 405 "Method Not Allowed"; 3.5.30 and 3.6.14: 501 code 12.
+    if not (a.status == 405 or (a.status == 501 and a.says("method not allowed"))):
+        return None
+    return a.error(EtcdError, "the gateway refused the HTTP method (Method Not Allowed)")
+
+
+def _canceled(a: _Answer) -> EtcdError | None:
+    if a.status != versions.CANCELED_STATUS and a.code != 1:
+        return None
+    return a.error(
+        EtcdError,
+        f"{a.message} (the call was canceled before it finished: the member may be stopping)",
+        transient=True,
     )
 
 
@@ -337,6 +218,10 @@ _ANSWER_RULES: tuple[Callable[[_Answer], EtcdError | None], ...] = (
     _permission_denied,
     _client_certificate_cn,
     _https_expected,
+    _learner,
+    _unknown_path,
+    _wrong_method,
+    _canceled,
 )
 
 
@@ -352,11 +237,14 @@ def _other_answer(a: _Answer) -> EtcdError:
 
 
 def http_error(
-    endpoint: str, operation: str, status: int | None, body_text: str | None
+    endpoint: str, operation: str, status: int | None, body_text: str | None, path: str = ""
 ) -> EtcdError:
-    """Map an HTTP error answer of the gateway, whichever version's body shape it has."""
+    """Map an HTTP error answer of the gateway, whichever version's body shape it has.
+
+    ``path`` (under the API prefix, e.g. ``/maintenance/hashkv``) is named when the member does
+    not serve it."""
     code, message = _parse_error_body(status, body_text)
-    answer = _Answer(endpoint, operation, status, code, message)
+    answer = _Answer(endpoint, operation, status, code, message, path)
     for rule in _ANSWER_RULES:
         error = rule(answer)
         if error is not None:
@@ -364,12 +252,21 @@ def http_error(
     return _other_answer(answer)
 
 
-def translate(exc: Etcd3Exception, endpoint: str, operation: str) -> EtcdError:
+def _status_of(reason: str) -> int | None:
+    """The HTTP status behind etcd3gw's reason phrase (it keeps no status code)."""
+    named = _STATUS_BY_REASON.get(reason.lower())
+    if named is not None:
+        return named
+    unnamed = _UNNAMED_STATUS.match(reason.strip().lower())
+    return int(unnamed.group(1)) if unnamed else None
+
+
+def translate(exc: Etcd3Exception, endpoint: str, operation: str, path: str = "") -> EtcdError:
     reason = str(exc.args[0]) if exc.args else None
     detail = exc.detail_text or ""
     if isinstance(exc, ConnectionFailedError | ConnectionTimeoutError) and reason is None:
         return connection_error(endpoint, operation, detail)
-    status = _STATUS_BY_REASON.get(reason.lower()) if reason else None
+    status = _status_of(reason) if reason else None
     if status is None:
         status = {ConnectionFailedError: 503, ConnectionTimeoutError: 504}.get(type(exc))
-    return http_error(endpoint, operation, status, detail)
+    return http_error(endpoint, operation, status, detail, path)

@@ -47,11 +47,14 @@ _HISTOGRAMS = {
     "etcd_disk_backend_defrag_duration_seconds": "defrag_duration",
 }
 _GRPC = "grpc_server_handled"
+# Every key-value operation the member's store served, whichever listener it came through: the
+# traffic measure where grpc_server_handled_total under-counts (``models.UNDERCOUNTED_GRPC``).
+_MVCC_OPERATIONS = ("etcd_mvcc_range", "etcd_mvcc_put", "etcd_mvcc_delete", "etcd_mvcc_txn")
 
 _INT_FIELDS = {"db_size", "db_size_in_use", "quota", "current_revision", "compact_revision"}
 _BOOL_FIELDS = {"has_leader", "is_leader", "is_learner", "defrag_inflight"}
 
-_WANTED_PREFIXES = tuple(sorted({*_GAUGES, *_COUNTERS, *_HISTOGRAMS, _GRPC}))
+_WANTED_PREFIXES = tuple(sorted({*_GAUGES, *_COUNTERS, *_HISTOGRAMS, *_MVCC_OPERATIONS, _GRPC}))
 _COMMENT_PREFIXES = tuple(
     f"# {kind} {name}" for kind in ("HELP", "TYPE") for name in _WANTED_PREFIXES
 )
@@ -101,6 +104,7 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
     try:
         families: Iterable[Metric] = list(text_string_to_metric_families(_relevant_lines(text)))
         grpc_total: float | None = None
+        mvcc_total: float | None = None
         for family in families:
             name = family.name
             if name in _HISTOGRAMS and family.type == "histogram":
@@ -120,6 +124,10 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
                 totals = [s.value for s in family.samples if s.name.endswith("_total")]
                 if totals and all(_finite(v) for v in totals):
                     values[_COUNTERS[name]] = sum(totals)
+            elif name in _MVCC_OPERATIONS:
+                totals = [s.value for s in family.samples if s.name.endswith("_total")]
+                if totals and all(_finite(v) for v in totals):
+                    mvcc_total = (mvcc_total or 0.0) + sum(totals)
             elif name == _GRPC:
                 unary = [
                     s.value
@@ -130,6 +138,8 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
                 grpc_total = sum(v for v in unary if _finite(v))
         if grpc_total is not None:
             values["grpc_unary_handled"] = grpc_total
+        if mvcc_total is not None:
+            values["mvcc_operations"] = mvcc_total
         return MemberMetrics.model_validate(values)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         # prometheus_client's parser documents no error type; any of these means "not metrics".

@@ -20,11 +20,13 @@ from tenacity import (
 
 from etcdagent.errors import (
     ClusterUnavailableError,
+    EtcdAuthError,
     EtcdError,
     EtcdTLSError,
     EtcdUnreachableError,
 )
 from etcdagent.etcd.client import ClusterClient
+from etcdagent.etcd.versions import hashkv_missing
 from etcdagent.models import Alarm, Member, MemberList, MemberMetrics, MemberStatus
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 
@@ -47,6 +49,10 @@ def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
         for endpoint in cluster.endpoints:
             try:
                 return cluster.member(endpoint).member_list(retry=False), endpoint
+            except EtcdAuthError as exc:
+                if exc.operation == "authenticate" and not exc.transient:
+                    raise  # a wrong password: the same on every endpoint (etcd 3.5.30+, 3.6)
+                errors.append(exc)
             except EtcdError as exc:
                 errors.append(exc)
         if all(e.transient for e in errors):
@@ -69,7 +75,10 @@ def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
 
 
 def _no_endpoint_message(errors: list[EtcdError]) -> str:
-    return "no etcd endpoint answered: " + "; ".join(str(e) for e in errors)
+    answered = any(not isinstance(e, EtcdUnreachableError | EtcdTLSError) for e in errors)
+    # "answered" only when none did: a member that refuses (no token without a leader) answers.
+    lead = "no etcd endpoint could list the members" if answered else "no etcd endpoint answered"
+    return f"{lead}: " + "; ".join(str(e) for e in errors)
 
 
 def _assign_endpoints(cluster: ClusterClient, members: tuple[Member, ...]) -> dict[int, str]:
@@ -151,6 +160,7 @@ def _observe_member(
         metrics=metrics,
         error=error,
         metrics_error=metrics_error,
+        hashkv_missing=hashkv_missing(status.version) if status is not None else None,
     )
 
 

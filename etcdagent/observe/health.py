@@ -59,6 +59,11 @@ def assess(snapshot: ClusterSnapshot) -> Health:
         owner = snapshot.by_id(alarm.member_id)
         where = owner.member.display_name if owner else alarm.member_id_hex
         degraded.append(f"{alarm.alarm.value} alarm on {where}")
+    if snapshot.downgrade_target is not None:
+        degraded.append(
+            f"downgrade to {snapshot.downgrade_target} in progress (the agent does no maintenance "
+            "meanwhile)"
+        )
     if snapshot.alarms_error:
         degraded.append("alarms unknown: the alarm list could not be read")
     if unavailable:

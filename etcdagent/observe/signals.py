@@ -40,11 +40,17 @@ from itertools import pairwise
 
 from pydantic import BaseModel, ConfigDict
 
-from etcdagent.models import Histogram, MemberMetrics
+from etcdagent.models import Histogram, MemberMetrics, undercounts_grpc
 from etcdagent.observe.snapshot import ClusterSnapshot
 
 # Counters of MemberMetrics: any of them going down means the member restarted.
-_COUNTERS = ("leader_changes", "grpc_unary_handled", "proposals_failed", "slow_apply")
+_COUNTERS = (
+    "leader_changes",
+    "grpc_unary_handled",
+    "mvcc_operations",
+    "proposals_failed",
+    "slow_apply",
+)
 # Histograms of MemberMetrics: a count or a bucket going down, or a new bucket layout (a new
 # binary), means the member restarted.
 _HISTOGRAMS = ("wal_fsync", "backend_commit", "defrag_duration", "compaction_duration")
@@ -135,6 +141,8 @@ class MemberSignals(BaseModel):
     backend_commits: int | None = None
     leader_changes: int | None = None  # increase of the leader changes counter in the lookback
     request_rate: float | None = None  # unary gRPC requests per second over the lookback
+    # What request_rate counts: "grpc" requests, or "mvcc" store operations on etcd 3.6.0-3.6.5
+    request_rate_source: str = "grpc"
     db_growth_rate: float | None = None  # bytes/s, least-squares slope of db_size in the lookback
     time_to_quota: float | None = None  # seconds until db_size reaches the quota at that rate
     not_enough_data: str | None = None  # why the values are None, e.g. "1 sample ...; need 2"
@@ -154,6 +162,9 @@ class _History:
     last_known: dict[str, float | Histogram] = field(default_factory=dict)
     reset_reason: str | None = None
     quota: int | None = None
+    # Which counter measures this member's traffic: grpc_unary_handled, or mvcc_operations where
+    # the member's release under-counts gRPC requests (models.UNDERCOUNTED_GRPC).
+    traffic_counter: str = "grpc_unary_handled"
 
 
 def _restarted(last_known: dict[str, float | Histogram], metrics: MemberMetrics) -> bool:
@@ -301,6 +312,12 @@ class SignalHistory:
             quota = snap.quota
             if quota:
                 history.quota = quota
+            if snap.status is not None:
+                history.traffic_counter = (
+                    "mvcc_operations"
+                    if undercounts_grpc(snap.status.version)
+                    else "grpc_unary_handled"
+                )
             if snap.metrics is not None:
                 self._append(history, snap.metrics)
             self._prune(history, snapshot.taken_at.timestamp())
@@ -365,7 +382,7 @@ class SignalHistory:
             )
         points = window if baseline is None else [baseline, *window]
         leader = _counter_delta(points, "leader_changes")
-        requests = _counter_delta(points, "grpc_unary_handled")
+        requests = _counter_delta(points, history.traffic_counter)
         growth = _growth(window)
         wal_fsync_p99, wal_fsyncs = _p99(points, "wal_fsync")
         backend_commit_p99, backend_commits = _p99(points, "backend_commit")
@@ -384,6 +401,7 @@ class SignalHistory:
             request_rate=None
             if requests is None
             else _finite_non_negative(requests[0] / requests[1]),
+            request_rate_source="mvcc" if history.traffic_counter == "mvcc_operations" else "grpc",
             db_growth_rate=None if growth is None else growth[0],
             time_to_quota=time_to_quota,
         )

@@ -31,6 +31,10 @@ class MemberSnapshot(BaseModel):
     metrics: MemberMetrics | None = None
     error: str | None = None
     metrics_error: str | None = None
+    hashkv_missing: str | None = None
+    """Why this member cannot be asked for its HashKV (its etcd predates it on the gateway), or
+    None when it can or it did not answer: a version fact of ``etcd.versions`` that ``gather``
+    records here, because ``decide`` names the consistency check and may not import that layer."""
 
     @property
     def reachable(self) -> bool:
@@ -63,11 +67,18 @@ class MemberSnapshot(BaseModel):
 
     @property
     def quota(self) -> int | None:
-        """The backend quota, discovered from the server (3.6 status, else /metrics)."""
-        if self.status is not None and self.status.db_size_quota:
-            return self.status.db_size_quota
+        """The backend quota, discovered from the server, never configured.
+
+        From 3.6.6 the status says it; before, the /metrics gauge is the one that is right with
+        the default quota too (see ``models.RELIABLE_STATUS_QUOTA``), and an older 3.6 status is
+        the last resort when /metrics is not reachable (it is right whenever it is non-zero).
+        """
+        if self.status is not None and self.status.reliable_quota:
+            return self.status.reliable_quota
         if self.metrics is not None and self.metrics.quota:
             return self.metrics.quota
+        if self.status is not None and self.status.db_size_quota:
+            return self.status.db_size_quota
         return None
 
     @property
@@ -116,6 +127,17 @@ class ClusterSnapshot(BaseModel):
         if snap.status is None:
             return Role.UNKNOWN
         return Role.FOLLOWER
+
+    @property
+    def downgrade_target(self) -> str | None:
+        """The version a downgrade in progress goes to (etcd 3.6 `downgrade enable`), if any.
+
+        Any member saying so is enough: the flag is cluster state, replicated through raft.
+        """
+        for snap in self.members:
+            if snap.status is not None and snap.status.downgrade.enabled:
+                return snap.status.downgrade.target_version or "an older version"
+        return None
 
     def alarms_of(self, snap: MemberSnapshot) -> tuple[Alarm, ...]:
         return tuple(a for a in self.alarms if a.member_id == snap.member.id)

@@ -208,7 +208,7 @@ class EtcdCluster(GatewayRequests):
             problem = ""
             for member in live:
                 try:
-                    status = self.request(member, "maintenance/status", {}, timeout=1)
+                    status = self.member_status(member, timeout=1)
                 except (requests.RequestException, EtcdRequestError) as exc:
                     problem = f"{member.name}: {exc}"
                     break

@@ -121,7 +121,9 @@ class GatewayRequests:
         self.request(member, "auth/enable", {})
         self.auth_enabled = True
 
-    def root_token(self, member: EtcdMember | None = None, *, fresh: bool = False) -> str:
+    def root_token(
+        self, member: EtcdMember | None = None, *, fresh: bool = False, timeout: float = 10
+    ) -> str:
         """A root token obtained from ``member`` (cached per member for a minute)."""
         member = member or self._default_member()
         now = time.monotonic()
@@ -130,23 +132,41 @@ class GatewayRequests:
         if cached is not None and not fresh and now - cached[1] < _TOKEN_MAX_AGE:
             return cached[0]
         answer = self.request(
-            member, "auth/authenticate", {"name": "root", "password": self.root_password}
+            member,
+            "auth/authenticate",
+            {"name": "root", "password": self.root_password},
+            timeout=timeout,
         )
         token = str(answer["token"])
         with self._tokens_lock:
             self._tokens[member.name] = (token, now)
         return token
 
-    def _authed(self, member: EtcdMember, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _authed(
+        self, member: EtcdMember, path: str, body: dict[str, Any], timeout: float = 10
+    ) -> dict[str, Any]:
         """``request`` with a root token when auth is on (refreshed once on a bad token)."""
         if not self.auth_enabled:
-            return self.request(member, path, body)
+            return self.request(member, path, body, timeout=timeout)
         try:
-            return self.request(member, path, body, token=self.root_token(member))
+            token = self.root_token(member, timeout=timeout)
+            return self.request(member, path, body, token=token, timeout=timeout)
         except EtcdRequestError as exc:
             if exc.status != 401 and "token" not in exc.message:
                 raise
-        return self.request(member, path, body, token=self.root_token(member, fresh=True))
+        token = self.root_token(member, fresh=True, timeout=timeout)
+        return self.request(member, path, body, token=token, timeout=timeout)
+
+    def member_status(self, member: EtcdMember, timeout: float = 5) -> dict[str, Any]:
+        """``/v3/maintenance/status`` of ``member``: without a token, as etcd 3.4 and 3.5.1
+        answer it even with auth on (and without a leader), else with a root token (3.5.30 and
+        3.6 refuse it without one: HTTP 400 "user name is empty"; a token needs a leader)."""
+        try:
+            return self.request(member, "maintenance/status", {}, timeout=timeout)
+        except EtcdRequestError as exc:
+            if not (self.auth_enabled and "user name is empty" in exc.message):
+                raise
+        return self._authed(member, "maintenance/status", {}, timeout=timeout)
 
     # -- KV helpers ------------------------------------------------------------------------------
 

@@ -157,8 +157,8 @@ class EtcdMember:
     # -- queries -------------------------------------------------------------------------------
 
     def status(self, timeout: float = 5) -> dict[str, Any]:
-        """``/v3/maintenance/status`` of this member."""
-        return self.cluster.request(self, "maintenance/status", {}, timeout=timeout)
+        """``/v3/maintenance/status`` of this member (with a root token where etcd needs one)."""
+        return self.cluster.member_status(self, timeout=timeout)
 
     def member_id(self) -> int:
         """This member's raft id (``header.member_id`` of its status answer)."""

@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from etcdagent.models import Alarm, AlarmType, Member, MemberMetrics, MemberStatus
+from etcdagent.etcd.versions import hashkv_missing
+from etcdagent.models import (
+    Alarm,
+    AlarmType,
+    Downgrade,
+    Member,
+    MemberMetrics,
+    MemberStatus,
+)
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
 from etcdagent.settings import Settings, load_settings
 
@@ -51,6 +59,8 @@ def snap(
     revision: int = 5000,
     raft_index: int = 700,
     applied: int | None = None,
+    version: str = "3.5.1",
+    downgrade_to: str | None = None,
 ) -> MemberSnapshot:
     """One member; ``quota`` is the 3.6 status field, ``metrics_quota`` the 3.4/3.5 metric."""
     m = member(name, learner=learner)
@@ -68,7 +78,7 @@ def snap(
         member_id=m.id,
         cluster_id=1,
         revision=revision,
-        version="3.5.1",
+        version=version,
         db_size=db_size,
         db_size_in_use=in_use,
         db_size_quota=quota,
@@ -77,8 +87,17 @@ def snap(
         raft_term=2,
         raft_applied_index=raft_index if applied is None else applied,
         is_learner=learner,
+        downgrade=Downgrade(enabled=True, target_version=downgrade_to)
+        if downgrade_to
+        else Downgrade(),
     )
-    return MemberSnapshot(member=m, endpoint=endpoint, status=status, metrics=metrics)
+    return MemberSnapshot(
+        member=m,
+        endpoint=endpoint,
+        status=status,
+        metrics=metrics,
+        hashkv_missing=hashkv_missing(version),  # as observe.gather records it
+    )
 
 
 def cluster(*members: MemberSnapshot, alarms: tuple[Alarm, ...] = ()) -> ClusterSnapshot:

@@ -261,28 +261,46 @@ def _json_answers(payload: st.SearchStrategy[Any]) -> st.SearchStrategy[Answer]:
     )
 
 
+_etcd_messages = st.sampled_from(
+    [
+        "etcdserver: mvcc: database space exceeded",
+        "etcdserver: no leader",
+        "etcdserver: user name is empty",
+        "auth: user name is empty",
+        "etcdserver: invalid auth token",
+        "etcdserver: permission denied",
+        "auth: permission denied",
+        "etcdserver: rpc not supported for learner",
+        "Not Found",
+        "Method Not Allowed",
+        "context canceled",
+    ]
+)
+
 _error_answers = st.builds(
     lambda status, body: Answer(status=status, body=body),
-    st.sampled_from([429, 500, 502, 503, 504, 401, 403, 404, 400, 301]),
+    st.sampled_from([429, 500, 502, 503, 504, 401, 403, 404, 400, 301, 405, 499, 501]),
     st.one_of(
         st.builds(
             lambda err, code, msg: json.dumps(
                 {"error": err, "code": code, "message": msg}
             ).encode(),
-            st.one_of(
-                st.sampled_from(
-                    [
-                        "etcdserver: mvcc: database space exceeded",
-                        "etcdserver: no leader",
-                        "etcdserver: user name is empty",
-                        "etcdserver: invalid auth token",
-                    ]
-                ),
-                weird,
-            ),
+            st.one_of(_etcd_messages, weird),
             weird,
             weird,
         ),
+        # 3.6 and the 3.5.30 build: no "error"; a streaming call (keepalive): {"error": {...}}
+        st.builds(
+            lambda code, msg: json.dumps({"code": code, "message": msg}).encode(),
+            weird,
+            st.one_of(_etcd_messages, weird),
+        ),
+        st.builds(
+            lambda code, msg: json.dumps({"error": {"code": code, "message": msg}}).encode(),
+            weird,
+            st.one_of(_etcd_messages, weird),
+        ),
+        st.sampled_from([b"Not Found\n", b"Method Not Allowed\n"]),  # 3.4.23, 3.5.1
         st.binary(max_size=40),
     ),
 )

@@ -39,6 +39,7 @@ EXPECTED_ALERTS = {
     "EtcdagentMaintenanceFailing",
     "EtcdagentGateBlockingEveryWindow",
     "EtcdMemberNospace",
+    "EtcdMemberHashKVMismatch",
     "EtcdQuotaHigh",
     "EtcdagentTimeToQuotaShort",
 }

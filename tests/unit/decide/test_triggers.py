@@ -352,6 +352,18 @@ def test_traffic_blocks_above_the_maximum_rate() -> None:
     }
 
 
+def test_traffic_counted_from_the_store_says_so() -> None:
+    snapshot = three()
+    settings = make_settings(gates={"max_request_rate": 100})
+    store = {"request_rate_source": "mvcc"}
+    signals = calm_all(snapshot, m1=store, m2=store, m3=store)
+    reason = gates_of(snapshot, signals, settings, rate=250.4)["traffic"]
+    assert reason is not None
+    assert "store operations on etcd 3.6.0-3.6.5" in reason
+    plain = gates_of(snapshot, calm_all(snapshot), settings, rate=250.4)["traffic"]
+    assert plain is not None and "store operations" not in plain
+
+
 def test_traffic_unknown_rate_blocks() -> None:
     snapshot = three()
     assert gates_of(snapshot, calm_all(snapshot), rate=None)["traffic"] == "not enough data"

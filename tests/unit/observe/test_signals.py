@@ -655,3 +655,45 @@ def test_arbitrary_histories_never_give_negative_or_absurd_values(
                 _check(sig)
             rate = history.cluster_request_rate(at(now))
             assert rate is None or (math.isfinite(rate) and rate >= 0)
+
+
+def _at_version(t: float, version: str, grpc: float, mvcc: float) -> ClusterSnapshot:
+    status = MemberStatus(member_id=IDS["m1"], version=version, leader=IDS["m1"])
+    m = metrics(t, grpc_unary_handled=grpc, mvcc_operations=mvcc)
+    return ClusterSnapshot(
+        taken_at=at(t),
+        cluster_id=1,
+        discovered_via="http://m1:2379",
+        members=(
+            MemberSnapshot(
+                member=member("m1"), endpoint="http://m1:2379", status=status, metrics=m
+            ),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "rate", "source"),
+    [("3.6.4", 50.0, "mvcc"), ("3.6.6", 5.0, "grpc"), ("3.5.30", 5.0, "grpc")],
+)
+def test_traffic_is_counted_from_the_store_where_grpc_sees_one_listener(
+    version: str, rate: float, source: str
+) -> None:
+    # etcd 3.6.0-3.6.5 count one client listener's requests: 5/s seen of a busier member.
+    history = SignalHistory(lookback=300)
+    for t, grpc, mvcc in ((0, 1000, 10_000), (15, 1075, 10_750), (30, 1150, 11_500)):
+        history.observe(_at_version(t, version, grpc, mvcc))
+    sig = signals_at(history, 30)
+    assert sig.request_rate == pytest.approx(rate)
+    assert sig.request_rate_source == source
+
+
+def test_the_store_operation_counters_are_read_from_metrics() -> None:
+    text = (
+        "# TYPE etcd_mvcc_range_total counter\netcd_mvcc_range_total 7\n"
+        "# TYPE etcd_mvcc_put_total counter\netcd_mvcc_put_total 100\n"
+        "# TYPE etcd_mvcc_txn_total counter\netcd_mvcc_txn_total 2\n"
+        "# TYPE etcd_mvcc_delete_total counter\netcd_mvcc_delete_total 1\n"
+    )
+    assert parse_member_metrics(text, scraped_at=WHEN).mvcc_operations == 110
+    assert parse_member_metrics("", scraped_at=WHEN).mvcc_operations is None

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from etcdagent_testing.snapshots import IDS, WHEN, member
 
 from etcdagent.models import Alarm, AlarmType, Member, MemberMetrics, MemberStatus
 from etcdagent.observe.health import Verdict, assess
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot, Role
-
-WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-IDS = {"m1": 0xA1, "m2": 0xB2, "m3": 0xC3, "m4": 0xD4, "l1": 0xE5}
-
-
-def member(name: str, *, learner: bool = False) -> Member:
-    return Member(
-        id=IDS[name],
-        name=name,
-        peer_urls=(f"http://{name}:2380",),
-        client_urls=(f"http://{name}:2379",),
-        is_learner=learner,
-    )
 
 
 def snap(

@@ -70,6 +70,7 @@ class Maintenance:
         listener: PlanListener | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        unlocked_fallback: bool = True,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -87,7 +88,7 @@ class Maintenance:
             clock=clock,
             ensure_lock=self._ensure_lock,
         )
-        self._lock = SweepLock(self.executor, settings)
+        self._lock = SweepLock(self.executor, settings, unlocked_fallback=unlocked_fallback)
         self._sweep = StepSweep(self.executor, settings, self.listener)
         self._record = RunRecorder(self.listener, clock, dry_run=dry_run)
 

@@ -2,30 +2,39 @@
 
 ``MaintenanceLock`` (lock.py) is the lease mechanism; this decides what a command does when it
 cannot have it: refuse when another agent holds it, and for ``recover`` under NOSPACE (when etcd
-grants no lease at all) go on without it, but only after checking that nobody else is at work.
+grants no lease at all) claim a recovery slot instead (nospace_slots.py), so that one agent
+recovers per incident. Without slots (no daemon keeps them) an operator's or a CronJob's
+recovery goes on unlocked, after checking that nobody else is at work.
 """
 
 from __future__ import annotations
 
 from etcdagent.act.executor import Executor
 from etcdagent.act.lock import MaintenanceLock, current_holder, default_holder
+from etcdagent.act.nospace_slots import NoSlotError, RecoveryClaim
 from etcdagent.act.run_report import RunReport
 from etcdagent.errors import EtcdNoSpaceError, LockBusyError
 from etcdagent.settings import Settings
 
 
 class SweepLock:
-    """Holds the maintenance lock for the steps of one command at a time."""
+    """Holds the maintenance lock (or a NOSPACE recovery slot) for one command's steps."""
 
-    def __init__(self, executor: Executor, settings: Settings) -> None:
+    def __init__(self, executor: Executor, settings: Settings, *, unlocked_fallback: bool) -> None:
         self.executor = executor
         self.settings = settings
+        # An operator's `recover` may go on unlocked when no slot is left although daemons keep
+        # slots; the daemon and `run --once` never do (they would recover beside each other).
+        self.unlocked_fallback = unlocked_fallback
         self._lock: MaintenanceLock | None = None
+        self._claim: RecoveryClaim | None = None
 
     def ensure_held(self) -> None:
-        """Raise when the lock was taken and has been lost; the executor asks before each step."""
+        """Raise when the lock (or slot) was taken and has been lost; asked before each step."""
         if self._lock is not None:
             self._lock.ensure_held()
+        if self._claim is not None:
+            self._claim.ensure_held()
 
     def acquire(self, report: RunReport) -> str | None:
         """Take the cluster-wide lock; the reason to stop if it cannot be had."""
@@ -42,13 +51,47 @@ class SweepLock:
         except EtcdNoSpaceError:
             if report.command != "recover":
                 raise
-            return self._unlocked_recovery(report)
+            return self._claim_recovery(report)
         self._lock = lock
         return None
 
-    def _unlocked_recovery(self, report: RunReport) -> str | None:
-        """etcd grants no lease while NOSPACE is raised: recover without the lock, but only when
-        nobody holds it and no member is defragmenting."""
+    def _claim_recovery(self, report: RunReport) -> str | None:
+        """Under NOSPACE: a recovery slot, or (without any) the unlocked recovery's checks."""
+        claim = RecoveryClaim(self.executor.lock_members, holder=default_holder(report.command))
+        try:
+            claim.acquire(self.settings.lock.timeout)
+        except LockBusyError as exc:
+            report.lock_busy = True
+            return str(exc)
+        except NoSlotError as exc:
+            if exc.keepers and not self.unlocked_fallback:
+                return (
+                    f"{exc}: every slot of this incident was used (recoveries that were refused "
+                    "or whose agent died); not recovering unlocked beside the other agents. "
+                    "Fix the cause and run `etcdagent recover` by hand"
+                )
+            busy = self._others_at_work()
+            if busy is None:
+                report.notes.append(
+                    "the maintenance lock could not be taken (etcd grants no lease under "
+                    f"NOSPACE) and {exc}: recovering unlocked, after checking that no other "
+                    "agent holds the lock and no member is being defragmented"
+                )
+            return busy
+        busy = self._others_at_work()
+        if busy is not None:
+            claim.release()
+            return busy
+        self._claim = claim
+        index = claim.slot.index if claim.slot is not None else "?"
+        report.notes.append(
+            "the maintenance lock could not be taken (etcd grants no lease under NOSPACE): "
+            f"recovery slot {index} claimed instead, so no other agent recovers meanwhile"
+        )
+        return None
+
+    def _others_at_work(self) -> str | None:
+        """Why someone else is at work: the lock held from before NOSPACE, or a defrag."""
         snapshot = self.executor.observe()
         for snap in snapshot.voting:
             if snap.metrics is not None and snap.metrics.defrag_inflight:
@@ -58,13 +101,12 @@ class SweepLock:
             holder = current_holder(self.executor.client_for(via))
             if holder:
                 return f"maintenance already running by {holder}"
-        report.notes.append(
-            "the maintenance lock could not be taken (etcd grants no lease under NOSPACE): "
-            "checked that no other agent holds it and no member is being defragmented"
-        )
         return None
 
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None

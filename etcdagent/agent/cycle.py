@@ -84,6 +84,7 @@ class CycleRunner:
         self.cluster_id: int | None = None
         self.last_decision: CycleDecision | None = None
         self.last_report: RunReport | None = None
+        self.known_endpoints: tuple[str, ...] = ()  # the members' URLs, as the last cycle saw
         self._last_logged: tuple[object, ...] | None = None
 
     def beat(self) -> None:
@@ -131,6 +132,7 @@ class CycleRunner:
     def _watch_decide_act(self, now: datetime) -> None:
         snapshot = take_snapshot(self.cluster)
         self._check_cluster_id(snapshot)
+        self.known_endpoints = tuple(m.endpoint for m in snapshot.voting if m.endpoint)
         # Decide at the time of the observation: samples stamped after a `now` taken before
         # the scrape would count as "from the future" and be left out.
         now = max(now, snapshot.taken_at)
@@ -219,6 +221,9 @@ class CycleRunner:
             listener=_Heartbeat(self),
             clock=self.clock,
             monotonic=self.monotonic,
+            # Under NOSPACE with every recovery slot used, a replica or CronJob never recovers
+            # unlocked beside the others (nospace_slots); an operator's `recover` may.
+            unlocked_fallback=False,
         )
 
     def _act(self, decision: CycleDecision, window: WindowState) -> RunReport | None:

@@ -22,11 +22,14 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from etcdagent import __version__
+from etcdagent.act.lock import default_holder
+from etcdagent.act.nospace_slots import SlotKeeper
 from etcdagent.agent.cycle import CycleRunner
 from etcdagent.agent.http_server import AgentHTTPServer, push
 from etcdagent.clock import utcnow
+from etcdagent.decide.defrag_budget import within_grace
 from etcdagent.errors import ConfigError, EtcdAgentError
-from etcdagent.etcd.client import ClusterClient
+from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.observe.signals import SignalHistory
 from etcdagent.settings import Settings
 
@@ -48,7 +51,8 @@ class Daemon(CycleRunner):
     ) -> None:
         self._load = load_settings  # called again on SIGHUP
         super().__init__(
-            initial if initial is not None else load_settings(),
+            # A defrag must end within the grace period SIGTERM gives (decide/defrag_budget.py).
+            within_grace(initial if initial is not None else load_settings()),
             registry=registry,
             clock=clock,
             monotonic=monotonic,
@@ -111,6 +115,7 @@ class Daemon(CycleRunner):
             )
             return
         self.cluster.close()
+        settings = within_grace(settings)
         self.settings = settings
         self.cluster = ClusterClient(settings, clock=self.clock)
         self.history = SignalHistory(lookback=settings.daemon.lookback)
@@ -135,6 +140,7 @@ class Daemon(CycleRunner):
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self.request_reload,
         }
+        keeper = self._start_slot_keeper()
         with _signal_handlers(handlers if install_signals else {}):
             worker = threading.Thread(target=self._loop, name="etcdagent-loop", daemon=True)
             worker.start()
@@ -142,10 +148,27 @@ class Daemon(CycleRunner):
                 self._wait_for_stop(worker)
             finally:
                 server.stop()
+                if keeper is not None:
+                    keeper.stop()
         if not worker.is_alive():
             self.cluster.close()
         log.info("etcdagent stopped")
         return 0
+
+    def _start_slot_keeper(self) -> SlotKeeper | None:
+        """Keep the NOSPACE recovery slots (act/nospace_slots.py) while this daemon may recover."""
+        if not self.settings.emergency.nospace:
+            return None
+        return SlotKeeper(
+            self._slot_members, holder=default_holder("daemon"), ttl=self.settings.lock.ttl
+        ).start()
+
+    def _slot_members(self) -> list[MemberClient]:
+        """The members seen by the last cycle, then the configured endpoints (read each time:
+        a reload swaps the client)."""
+        cluster = self.cluster
+        endpoints = list(dict.fromkeys([*self.known_endpoints, *cluster.endpoints]))
+        return [cluster.member(e) for e in endpoints]
 
     def _start_server(self) -> AgentHTTPServer:
         server = AgentHTTPServer(

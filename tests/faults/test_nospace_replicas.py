@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -138,19 +139,26 @@ def test_three_replicas_recover_each_incident_once(
                 # An operator and a CronJob join in while the replicas recover.
                 joiners = [
                     subprocess.Popen(
-                        agent_command(
-                            *cmd, "--endpoints", ",".join(cluster.endpoints), "--output", "json"
-                        ),
+                        agent_command(*cmd, "--endpoints", ",".join(cluster.endpoints)),
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
                         text=True,
                         env={**os.environ, **ENV},
                     )
-                    for cmd in (("recover",), ("run", "--once", "--listen", "127.0.0.1:0"))
+                    for cmd in (
+                        ("recover", "--output", "json"),
+                        ("run", "--once", "--listen", "127.0.0.1:0", "--log-format", "json"),
+                    )
                 ]
             wait_for(lambda: alarms(cluster) == [], 120, f"incident {incident}: the alarm gone")
             for joiner in joiners:
-                joiner.communicate(timeout=120)
+                out, err = joiner.communicate(timeout=120)
+                assert joiner.returncode in (0, 1) and "Traceback" not in err, err[-3000:]
+                if joiner.args[3] == "recover":
+                    report = json.loads(out)
+                    # It waited for the replica's claim: busy, or nothing left once it ended.
+                    assert report["outcome"] in ("refused", "nothing-to-do"), report
+                    assert not any(r["step"]["kind"] == "defrag" for r in report["results"])
             wait_for(lambda: slots_ready(cluster), 30, f"incident {incident}: slots given back")
             assert cluster.put(f"/after/{incident}", "written") > 0
             done = defrags_since(cluster, seen)

@@ -57,10 +57,15 @@ class LockRequests:
     """
 
     def __init__(
-        self, members: Callable[[], Sequence[MemberClient]], clock: Callable[[], float]
+        self,
+        members: Callable[[], Sequence[MemberClient]],
+        clock: Callable[[], float],
+        *,
+        timeout: float | None = None,
     ) -> None:
         self._members = members
         self._clock = clock
+        self._timeout = timeout  # per request when the caller gives none (None: the client's)
 
     def call(
         self, operation: str, path: str, body: dict[str, Any], *, timeout: float | None = None
@@ -78,6 +83,7 @@ class LockRequests:
         """``call``, plus the clock reading taken just before the request that was answered
         (a renewal counts from then, not from the first member that timed out)."""
         failures: list[str] = []
+        timeout = self._timeout if timeout is None else timeout
         for member in self._members():
             sent = self._clock()
             try:

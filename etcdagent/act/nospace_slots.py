@@ -182,7 +182,9 @@ class SlotKeeper:
     ) -> None:
         self.holder = holder
         self.ttl = max(2.0, float(int(ttl)))
-        self._requests = LockRequests(members, clock)
+        # Short requests: a member busy defragmenting must not hold the round up until the free
+        # slots' leases expire; the next member answers instead.
+        self._requests = LockRequests(members, clock, timeout=max(1.0, self.ttl / 4))
         self._keeper_lease = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -41,12 +41,12 @@ def full(etcd_cluster_factory: ClusterFactory) -> Iterator[tuple[EtcdCluster, Cl
     with ClusterClient(load_settings(config)) as client:
         keeper = SlotKeeper(members_of(client), holder="keeper-1", ttl=TTL)
         keeper.keep_once()
-        fill(cluster)
-        thread = keeper.start()
+        keeper.start()  # renewing from now: filling the cluster may outlast the slots' TTL
         try:
+            fill(cluster)
             yield cluster, client
         finally:
-            thread.stop()
+            keeper.stop()
 
 
 def fill(cluster: EtcdCluster) -> None:

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from etcdagent.act.lock_requests import LockRequests, int_field
-from etcdagent.errors import EtcdProtocolError, LockBusyError
+from etcdagent.act.lock_requests import LockRequests, int_field, lease_not_found
+from etcdagent.errors import (
+    ClusterUnavailableError,
+    EtcdError,
+    EtcdProtocolError,
+    LockBusyError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +72,16 @@ class LockAcquirer:
         lease_id, ttl = self._grant()
         try:
             while True:
-                other = self._try_take(lease_id)
+                try:
+                    other = self._try_take(lease_id)
+                except EtcdError as exc:
+                    if not lease_not_found(exc):
+                        raise
+                    # Our lease expired while we waited (its renewals went unanswered during
+                    # a long defrag elsewhere): a fresh one, and try again.
+                    sent = self._clock()
+                    lease_id, ttl = self._grant()
+                    continue
                 if other is None:
                     return Taken(lease_id=lease_id, ttl=ttl, sent=sent)
                 remaining = deadline - self._clock()
@@ -79,14 +93,29 @@ class LockAcquirer:
                 log.debug("maintenance lock busy, waiting", key=self.key, holder=other)
                 self._sleep(min(self._poll_interval, remaining))
                 if self._clock() - sent >= ttl / 3:
-                    # A wait longer than the TTL must not let our own lease expire under us.
-                    renewed, sent = self._requests.keepalive(lease_id)
-                    if renewed <= 0:
-                        sent = self._clock()
-                        lease_id, ttl = self._grant()
+                    lease_id, ttl, sent = self._keep_waiting_lease(lease_id, ttl, sent)
         except BaseException:
             self._requests.revoke_quietly(lease_id, self.key)
             raise
+
+    def _keep_waiting_lease(
+        self, lease_id: int, ttl: float, sent: float
+    ) -> tuple[int, float, float]:
+        """A wait longer than the TTL must not let our own lease expire under us: renew it, or
+        take a new one once etcd says it is gone. A renewal nobody answers (every member busy or
+        slow) is not fatal to the wait: the next round, or the take itself, finds out."""
+        try:
+            renewed, answered_sent = self._requests.keepalive(lease_id)
+        except (EtcdError, ClusterUnavailableError) as exc:
+            if not exc.transient:
+                raise
+            log.debug("maintenance lock: renewal while waiting failed", error=str(exc))
+            return lease_id, ttl, sent
+        if renewed <= 0:
+            new_sent = self._clock()
+            new_id, new_ttl = self._grant()
+            return new_id, new_ttl, new_sent
+        return lease_id, ttl, answered_sent
 
     def _grant(self) -> tuple[int, float]:
         answer = self._requests.call(

@@ -44,7 +44,8 @@ def int_field(answer: Any, name: str) -> int:
         return 0
 
 
-def _lease_not_found(exc: EtcdError) -> bool:
+def lease_not_found(exc: EtcdError) -> bool:
+    """etcd's answer to a request naming a lease it no longer has (expired or revoked)."""
     return exc.code == _LEASE_NOT_FOUND_CODE or "lease not found" in str(exc).lower()
 
 
@@ -108,7 +109,7 @@ class LockRequests:
         try:
             self.call("lock lease revoke", "/kv/lease/revoke", {"ID": str(lease_id)})
         except EtcdError as exc:
-            if not _lease_not_found(exc):  # already expired or revoked: nothing to release
+            if not lease_not_found(exc):  # already expired or revoked: nothing to release
                 raise
 
     def revoke_quietly(self, lease_id: int, key: str) -> None:

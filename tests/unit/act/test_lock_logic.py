@@ -30,6 +30,7 @@ class FakeEtcd:
         self.next_id = 100
         self.calls: list[tuple[str, str]] = []  # (member, path)
         self.apply_but_time_out_next_txn = False
+        self.keepalives_time_out = False
 
     def handle(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if path == "/lease/grant":
@@ -37,6 +38,8 @@ class FakeEtcd:
             self.leases.add(self.next_id)
             return {"ID": str(self.next_id), "TTL": body["TTL"]}
         if path == "/lease/keepalive":
+            if self.keepalives_time_out:
+                raise EtcdUnreachableError("timed out", transient=True)
             lease = int(body["ID"])
             return {"result": {"ID": body["ID"], **({"TTL": "15"} if lease in self.leases else {})}}
         if path == "/kv/lease/revoke":
@@ -50,6 +53,8 @@ class FakeEtcd:
         if path == "/kv/txn":
             if self.key is None:
                 put = body["success"][0]["request_put"]
+                if int(put["lease"]) not in self.leases:
+                    raise EtcdError("etcdserver: requested lease not found", code=5, status=404)
                 self.key = (base64.b64decode(put["value"]).decode(), int(put["lease"]))
                 if self.apply_but_time_out_next_txn:
                     self.apply_but_time_out_next_txn = False
@@ -115,6 +120,28 @@ def test_busy_waits_by_the_injected_clock_then_gives_up_and_revokes() -> None:
     assert clock.sleeps == [0.5, 0.5, pytest.approx(0.2)]  # never past the deadline
     assert etcd.leases == set()  # our lease did not outlive the attempt
     assert not lock.held
+
+
+def test_a_waiter_whose_lease_expired_unrenewed_takes_the_lock_with_a_fresh_one() -> None:
+    # Seen on 3.6.14 with a busy cluster: every renewal of the waiter's 2 s lease timed out
+    # during another agent's long defrag, and its take then failed with "lease not found".
+    etcd, clock = FakeEtcd(), FakeClock()
+    etcd.key = ("other pid 7 (defrag)", 1)
+    etcd.keepalives_time_out = True
+    lock = make_lock([FakeMember(etcd, "m1")], clock, ttl=2)
+    original_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        original_sleep(seconds)
+        if clock.now >= 1003:  # our lease is long gone; then the other holder lets go
+            etcd.leases.discard(101)
+            etcd.key = None
+
+    lock._acquirer._sleep = sleep
+    lock.acquire(timeout=10)
+    assert lock.held
+    assert etcd.key is not None and etcd.key[0] == "me" and etcd.key[1] != 101
+    lock.release()
 
 
 def test_timeout_zero_tries_once() -> None:

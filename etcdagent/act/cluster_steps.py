@@ -11,6 +11,7 @@ from datetime import datetime
 
 from etcdagent.act.step_context import StepContext
 from etcdagent.act.step_results import StepResult, StepStatus
+from etcdagent.decide.fence import fence_refusal
 from etcdagent.decide.gates import cluster_gate_failures
 from etcdagent.decide.plan import Step
 
@@ -28,6 +29,9 @@ class MoveLeaderStep:
         ctx = self.ctx
         snapshot = ctx.observe()
         failures = cluster_gate_failures(snapshot, ctx.settings.defrag)
+        running = fence_refusal(snapshot)  # the move starts the leader's defrag: not beside one
+        if running is not None:
+            failures.append(running)
         if failures:
             return ctx.result(
                 step,

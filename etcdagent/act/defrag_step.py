@@ -13,12 +13,19 @@ from datetime import datetime, timedelta
 import structlog
 
 from etcdagent.act.consistency_check import ConsistencyChecker
+from etcdagent.act.defrag_history import (
+    record_defrag_finished,
+    record_defrag_started,
+    write_through,
+)
 from etcdagent.act.step_context import StepContext
 from etcdagent.act.step_results import ConsistencyResult, StepResult, StepStatus
 from etcdagent.decide.defrag import defrag_timeout
+from etcdagent.decide.defrag_budget import estimate_defrag_seconds
+from etcdagent.decide.fence import fence_refusal
 from etcdagent.decide.gates import cluster_gate_failures, quorum_failure
 from etcdagent.decide.plan import Step
-from etcdagent.errors import EtcdUnreachableError
+from etcdagent.errors import EtcdError, EtcdUnreachableError
 from etcdagent.observe.snapshot import MemberSnapshot
 from etcdagent.units import format_bytes, format_duration
 
@@ -43,6 +50,9 @@ class DefragStep:
         quorum = None if step.no_spare_ok else quorum_failure(snapshot, target)
         if quorum:
             refusal.append(quorum)
+        running = fence_refusal(snapshot)  # on this fresh snapshot, right before the request
+        if running is not None:
+            refusal.append(running)
         if refusal:
             return ctx.result(
                 step,
@@ -52,11 +62,46 @@ class DefragStep:
             )
         assert target.status is not None
         size_before = target.status.db_size
-        overrun = self._window_overrun(size_before)
+        overrun = self._window_overrun(target)
         if overrun is not None:
             return ctx.result(step, StepStatus.SKIPPED, overrun, started_at=started_at)
+        in_use_before = target.status.db_size_in_use
+        defrag_started = ctx.clock()
+        self._history_warning(
+            write_through(
+                ctx.lock_members(),
+                lambda m: record_defrag_started(
+                    m,
+                    target.member.id,
+                    size=size_before,
+                    in_use=in_use_before,
+                    started_at=defrag_started,
+                ),
+            )
+        )
+        t_defrag = ctx.monotonic()
         warning = self._defragment(target, size_before)
-        after = self.wait_recovered(target.member.id)
+        request_seconds = ctx.elapsed(t_defrag)
+        after = self.wait_recovered(
+            target.member.id, size_before=size_before, answered=warning is None
+        )
+        if not isinstance(after, str):
+            # Without an answer, the request's time says nothing: until recovered is the bound.
+            seconds = request_seconds if warning is None else ctx.elapsed(t_defrag)
+            self._history_warning(
+                write_through(
+                    ctx.lock_members(),
+                    lambda m: record_defrag_finished(
+                        m,
+                        target.member.id,
+                        size=size_before,
+                        in_use=in_use_before,
+                        duration=seconds,
+                        started_at=defrag_started,
+                        finished_at=ctx.clock(),
+                    ),
+                )
+            )
         if isinstance(after, str):
             return ctx.result(
                 step,
@@ -69,16 +114,22 @@ class DefragStep:
             )
         return self._done(step, started_at, t0, size_before, after, warning)
 
-    def _window_overrun(self, size_before: int) -> str | None:
+    @staticmethod
+    def _history_warning(problem: str | None) -> None:
+        if problem is not None:
+            log.warning("defrag record", problem=problem)
+
+    def _window_overrun(self, target: MemberSnapshot) -> str | None:
         """Why the defrag would not end before the maintenance window does, if it would not."""
         if self.deadline is None:
             return None
-        estimate = size_before / max(1, self.ctx.settings.defrag.estimated_rate)
+        estimate = estimate_defrag_seconds(target, self.ctx.settings.defrag)
         if self.ctx.clock() + timedelta(seconds=estimate) <= self.deadline:
             return None
         return (
             f"would overrun the maintenance window (ends {self.deadline:%H:%M:%S} UTC; "
-            f"estimated {format_duration(estimate)} for {format_bytes(size_before)})"
+            f"estimated {format_duration(estimate)} for "
+            f"{format_bytes(target.db_size_in_use or 0)} in use)"
         )
 
     def _defragment(self, target: MemberSnapshot, size_before: int) -> str | None:
@@ -159,13 +210,24 @@ class DefragStep:
             consistency=check,
         )
 
-    def wait_recovered(self, member_id: int) -> MemberSnapshot | str:
-        """Until the member answers and has applied what the leader had committed; or why not."""
+    def wait_recovered(
+        self, member_id: int, *, size_before: int | None = None, answered: bool = False
+    ) -> MemberSnapshot | str:
+        """Until the member answers, has applied what the leader had committed, and says its
+        defrag is over; or why not.
+
+        Caught up is not enough: on a quiet cluster a member that serves reads while it
+        defragments (or a proxy answering for it) is caught up at once, and the next member's
+        defrag would start beside its own. So its /metrics must also read
+        etcd_disk_defrag_inflight 0; where its etcd lacks the gauge, the defragment request
+        must have been answered (``answered``) or the file size differ from ``size_before``.
+        """
         ctx = self.ctx
         deadline = ctx.monotonic() + ctx.settings.defrag.recovery_timeout
         target_index: int | None = None
         last = "it did not answer"
         while True:
+            interval = 0.1  # status only: cheap
             snapshot = ctx.observe(with_metrics=False)
             snap = snapshot.by_id(member_id)
             leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id else None
@@ -174,13 +236,40 @@ class DefragStep:
                     target_index = leader.status.raft_index
                 applied = snap.status.raft_applied_index
                 if target_index is not None and applied >= target_index:
-                    return snap
-                last = f"applied index {applied}, leader's commit {target_index}"
+                    still = self._still_defragmenting(snap, size_before, answered)
+                    if still is None:
+                        return snap
+                    last = still
+                    interval = 0.5  # a /metrics scrape is ~150 KB rendered by the member
+                else:
+                    last = f"applied index {applied}, leader's commit {target_index}"
             elif snap is not None and snap.error:
                 last = snap.error
             if ctx.monotonic() >= deadline:
                 return (
-                    f"did not answer and catch up within "
+                    f"did not answer, catch up and end its defrag within "
                     f"{format_duration(ctx.settings.defrag.recovery_timeout)}: {last}"
                 )
-            ctx.wait(0.1)  # a stop request does not abandon a member that is coming back
+            ctx.wait(interval)  # a stop request does not abandon a member that is coming back
+
+    def _still_defragmenting(
+        self, snap: MemberSnapshot, size_before: int | None, answered: bool
+    ) -> str | None:
+        """Why a member that answers and has caught up may still be defragmenting, or None."""
+        try:
+            metrics = self.ctx.client_for(snap).metrics()
+        except EtcdError as exc:
+            return f"caught up, but its /metrics do not answer: {exc}"
+        if metrics.defrag_inflight is not None:
+            return (
+                "still defragmenting (etcd_disk_defrag_inflight=1)"
+                if metrics.defrag_inflight
+                else None
+            )
+        assert snap.status is not None
+        if answered or (size_before is not None and snap.status.db_size != size_before):
+            return None
+        return (
+            "caught up, but its etcd exports no etcd_disk_defrag_inflight and its file size has "
+            "not changed yet (the defragment request got no answer)"
+        )

@@ -1,7 +1,8 @@
 """Which members to defragment, in what order, and how long each may take.
 
 A member is worth defragmenting only when enough of its file is free (by share and by bytes);
-followers go first and the leader last, leadership moves to a member already done when asked,
+followers go first and the leader last, leadership moves first to a caught-up member (one
+already done if any; ``defrag.move_leader``), members over the defrag budget are skipped,
 and a replica limited to its own member (``--local-member``) leaves the leader alone while a
 follower still needs work, so the order holds across replicas too. Each defrag names the member
 its HashKV is compared with afterwards (``consistency``), or a note says why there is none.
@@ -14,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 from etcdagent.decide.consistency import check_peer, check_unavailable
+from etcdagent.decide.defrag_budget import held_back
+from etcdagent.decide.fence import fence_refusal
 from etcdagent.decide.gates import cluster_gate_failures, is_local, quorum_failure
 from etcdagent.decide.plan import Plan, Skip, Step, StepKind
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot, Role
@@ -28,8 +31,8 @@ NO_SPARE_NOTE = (
     "refused under NOSPACE)"
 )
 NO_NEW_LEADER_NOTE = (
-    "no other healthy voting member to take over leadership: the leader is "
-    "defragmented as the leader"
+    "no other voting member that answers and is caught up to take over leadership: the "
+    "leader is defragmented as the leader"
 )
 
 
@@ -120,6 +123,12 @@ def _select(
             reason = f"{numbers}; left to its own replica (this one maintains {local})"
             selection.skipped.append(_skip(snap, reason))
             continue
+        held = held_back(snap, snapshot.taken_at, settings)
+        if held is not None and no_spare_ok:
+            numbers += f" (warning: {held})"  # NOSPACE recovery: writes fail until it is done
+        elif held is not None:
+            selection.skipped.append(_skip(snap, f"{numbers}; {held}"))
+            continue
         problem = quorum_failure(snapshot, snap)
         if problem is not None and not no_spare_ok:
             selection.refusal = f"refusing to defragment {snap.member.display_name}: {problem}"
@@ -147,6 +156,9 @@ def plan_defrag(
     failures = cluster_gate_failures(snapshot, defrag)
     if failures:
         return Plan(command=command, refusal="cluster not healthy: " + "; ".join(failures))
+    running = fence_refusal(snapshot)
+    if running is not None:
+        return Plan(command=command, refusal=running)
     selection = _select(snapshot, defrag, force=force, local=local, no_spare_ok=no_spare_ok)
     chosen, skipped = selection.chosen, selection.skipped
     if selection.refusal is not None:
@@ -186,7 +198,7 @@ def _sweep_steps(
     for snap in _order(snapshot, [s for s, _ in chosen]):
         leader = snapshot.role(snap) is Role.LEADER
         if leader and settings.move_leader:
-            move = _move_leader_step(snapshot, snap, done)
+            move = _move_leader_step(snapshot, snap, done, settings.max_apply_lag)
             if move is None:
                 notes.append(NO_NEW_LEADER_NOTE)
             else:
@@ -207,18 +219,19 @@ def _sweep_steps(
 
 
 def _move_leader_step(
-    snapshot: ClusterSnapshot, leader: MemberSnapshot, done: list[MemberSnapshot]
+    snapshot: ClusterSnapshot, leader: MemberSnapshot, done: list[MemberSnapshot], max_lag: int
 ) -> Step | None:
     """Leadership handed to another member before the leader's own defrag, or None if none can
-    take it."""
-    target = _new_leader(snapshot, done)
+    take it: while the leader defragments, lease keep-alives (the maintenance lock's too) fail,
+    since only the leader serves them."""
+    target = _new_leader(snapshot, done, max_lag)
     if target is None:
         return None
     return Step(
         kind=StepKind.MOVE_LEADER,
         reason=f"{leader.member.display_name} is the leader; "
         f"{target.member.display_name} "
-        + ("is already defragmented" if target in done else "is healthy")
+        + ("is already defragmented" if target in done else "is healthy and caught up")
         + " and takes over before the old leader's defrag",
         member_id=leader.member.id,
         member_name=leader.member.name,
@@ -257,7 +270,9 @@ def _leader_waits(
     pending = [
         m.member.display_name
         for m in snapshot.voting
-        if m.member.id != leader and (force or defrag_worth(m, settings)[0])
+        if m.member.id != leader
+        and (force or defrag_worth(m, settings)[0])
+        and held_back(m, snapshot.taken_at, settings) is None  # never done here: no waiting
     ]
     if not pending:
         return chosen, []
@@ -278,14 +293,34 @@ def _leader_waits(
     return kept, waiting
 
 
-def _new_leader(snapshot: ClusterSnapshot, done: list[MemberSnapshot]) -> MemberSnapshot | None:
-    """Prefer a member defragmented earlier in this sweep, so leadership moves only once."""
+def _caught_up(snap: MemberSnapshot, leader: MemberSnapshot | None, max_lag: int) -> bool:
+    """Applied nearly all it has committed, and committed nearly all the leader has: a member
+    far behind would stall writes while it catches up as the leader."""
+    status = snap.status
+    if status is None or status.apply_lag > max_lag:
+        return False
+    if leader is None or leader.status is None:
+        return True
+    return leader.status.raft_index - status.raft_index <= max_lag
+
+
+def _new_leader(
+    snapshot: ClusterSnapshot, done: list[MemberSnapshot], max_lag: int
+) -> MemberSnapshot | None:
+    """A voting member that answers and is caught up (within ``max_lag`` raft entries, the
+    apply-lag gate's), preferring one defragmented earlier in this sweep, so leadership moves
+    only once; else the most caught-up one."""
+    leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id is not None else None
     healthy = [
         m
         for m in snapshot.voting
-        if m.reachable and m.endpoint and m.member.id != snapshot.leader_id
+        if m.reachable
+        and m.endpoint
+        and m.member.id != snapshot.leader_id
+        and _caught_up(m, leader, max_lag)
     ]
     for snap in reversed(done):
         if snap in healthy:
             return snap
+    healthy.sort(key=lambda m: -(m.status.raft_applied_index if m.status is not None else 0))
     return healthy[0] if healthy else None

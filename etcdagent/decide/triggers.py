@@ -14,6 +14,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from etcdagent.decide.defrag import defrag_worth
+from etcdagent.decide.defrag_budget import held_back
+from etcdagent.decide.fence import GATE as FENCE_GATE
+from etcdagent.decide.fence import defrag_fence
 from etcdagent.decide.gates import cluster_gate_failures
 from etcdagent.decide.windows import WindowState
 from etcdagent.models import AlarmType
@@ -25,12 +29,20 @@ from etcdagent.units import format_duration
 # Every gate the daemon reports, in the order it checks them.
 GATES = (
     "cluster_health",
+    "defrag_inflight",
     "wal_fsync_p99",
     "backend_commit_p99",
     "leader_changes",
     "traffic",
+    "defrag_budget",
 )
-SAFETY_GATES = GATES[:4]  # what still applies to emergencies; traffic is for windows only
+WINDOW_ONLY_GATES = ("traffic",)
+# Reported, never blocking: a member held back by the defrag budget is skipped by the plan, and
+# the compaction and the other members' defrags still run.
+ADVISORY_GATES = ("defrag_budget",)
+# What still applies to emergencies; traffic is for windows only.
+SAFETY_GATES = tuple(g for g in GATES if g not in WINDOW_ONLY_GATES + ADVISORY_GATES)
+MAINTENANCE_GATES = tuple(g for g in GATES if g not in ADVISORY_GATES)
 
 
 class Trigger(StrEnum):
@@ -134,6 +146,19 @@ def _traffic_gate(
     return None
 
 
+def _defrag_budget_gate(snapshot: ClusterSnapshot, settings: Settings) -> str | None:
+    """Set while a voting member worth defragmenting is held back by the defrag budget (or
+    after its etcd restarted mid-defrag): it needs the offline procedure. Advisory: the plan
+    skips that member and maintains the others."""
+    held = [
+        f"{snap.member.display_name}: {reason}"
+        for snap in snapshot.voting
+        if defrag_worth(snap, settings.defrag)[0]
+        and (reason := held_back(snap, snapshot.taken_at, settings.defrag)) is not None
+    ]
+    return "; ".join(held) if held else None
+
+
 def evaluate_gates(
     snapshot: ClusterSnapshot,
     signals: Mapping[int, MemberSignals],
@@ -146,6 +171,7 @@ def evaluate_gates(
     health = cluster_gate_failures(snapshot, settings.defrag)
     checks = {
         "cluster_health": "; ".join(health) if health else None,
+        FENCE_GATE: defrag_fence(snapshot),
         "wal_fsync_p99": _latency_gate(
             snapshot, signals, "wal_fsync_p99", "wal_fsyncs", gates.wal_fsync_p99_max
         ),
@@ -154,6 +180,7 @@ def evaluate_gates(
         ),
         "leader_changes": _leader_changes_gate(snapshot, signals, gates.max_leader_changes),
         "traffic": _traffic_gate(cluster_request_rate, gates.max_request_rate, signals),
+        "defrag_budget": _defrag_budget_gate(snapshot, settings),
     }
     return {gate: checks[gate] for gate in GATES}
 
@@ -246,7 +273,7 @@ def decide_cycle(
         pending = Trigger.EMERGENCY_QUOTA
         reasons.append(f"quota pressure ({pressure}), but blocked by {_listed(safety_blocked)}")
     if window.open:
-        blocked = _blocking(gates, GATES)
+        blocked = _blocking(gates, MAINTENANCE_GATES)
         if not blocked:
             reasons.append("window open and every gate open: maintain")
             return act(Action.MAINTAIN, Trigger.WINDOW, reasons)

@@ -28,7 +28,8 @@ from etcdagent.errors import (
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.etcd.versions import hashkv_missing
 from etcdagent.models import Alarm, Member, MemberList, MemberMetrics, MemberStatus
-from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.observe.defrag_records import read_defrag_records
+from etcdagent.observe.snapshot import ClusterSnapshot, DefragRecord, MemberSnapshot
 
 
 class _AllFailedTransiently(Exception):
@@ -184,6 +185,20 @@ def _check_credentials(cluster: ClusterClient, snapshot: ClusterSnapshot) -> Non
             return
 
 
+def _read_records(
+    cluster: ClusterClient, snaps: tuple[MemberSnapshot, ...]
+) -> tuple[dict[int, DefragRecord], str | None]:
+    """The defrag records, from the first answering member that has a leader (a range goes
+    through raft: without a leader it would only wait); or why they could not be read."""
+    for snap in snaps:
+        if snap.endpoint and snap.status is not None and snap.status.leader:
+            try:
+                return read_defrag_records(cluster.member(snap.endpoint, snap.member.name)), None
+            except EtcdError as exc:
+                return {}, f"defrag records not read: {exc}"
+    return {}, "defrag records not read: no member with a leader answered"
+
+
 def take_snapshot(
     cluster: ClusterClient, *, workers: int = 16, with_metrics: bool = True
 ) -> ClusterSnapshot:
@@ -191,7 +206,8 @@ def take_snapshot(
 
     ``workers`` bounds how many members are asked at once (1 = one after another, the baseline
     of bench/bench_status.py). ``with_metrics=False`` skips the /metrics scrapes (~150 KB each,
-    rendered by the member): for tight polling loops that only need the statuses.
+    rendered by the member) and the defrag records: for tight polling loops that only need the
+    statuses.
     """
     member_list, via = discover(cluster)
     assigned = _assign_endpoints(cluster, member_list.members)
@@ -209,6 +225,15 @@ def take_snapshot(
         for alarm in snap.status.alarms if snap.status else ():
             alarms.setdefault((alarm.member_id, alarm.alarm.value), alarm)
     answered = any(s.status is not None for s in snaps)
+    records_error: str | None = None
+    if with_metrics and answered:
+        records, records_error = _read_records(cluster, snaps)
+        snaps = tuple(
+            s.model_copy(update={"defrag_record": records[s.member.id]})
+            if s.member.id in records
+            else s
+            for s in snaps
+        )
     snapshot = ClusterSnapshot(
         taken_at=cluster.clock(),
         cluster_id=member_list.cluster_id,
@@ -216,6 +241,7 @@ def take_snapshot(
         members=tuple(sorted(snaps, key=lambda s: (s.member.name or "~", s.member.id))),
         alarms=tuple(alarms.values()),
         alarms_error=None if answered else "no member answered its status",
+        defrag_records_error=records_error,
     )
     _check_credentials(cluster, snapshot)
     return snapshot

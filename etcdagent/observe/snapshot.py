@@ -22,6 +22,36 @@ class Role(StrEnum):
     UNKNOWN = "unknown"
 
 
+class DefragAttempt(BaseModel):
+    """A defragmentation the agent started: the sizes it began with and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int = 0
+    in_use: int = 0
+    started_at: datetime
+    by: str = ""
+
+
+class DefragRecord(BaseModel):
+    """What the agents recorded of one member's defragmentations (``/etcdagent/defrag/<id>``).
+
+    ``size``, ``in_use``, ``duration``, ``started_at`` and ``finished_at`` describe the last
+    defrag that finished (None before any did): the rate it rewrote the live data at estimates
+    the next one. ``in_flight`` is a defrag started and not (yet) recorded as finished: with a
+    member whose process started after it, etcd was restarted mid-defrag.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int | None = None
+    in_use: int | None = None
+    duration: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    in_flight: DefragAttempt | None = None
+
+
 class MemberSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -35,6 +65,9 @@ class MemberSnapshot(BaseModel):
     """Why this member cannot be asked for its HashKV (its etcd predates it on the gateway), or
     None when it can or it did not answer: a version fact of ``etcd.versions`` that ``gather``
     records here, because ``decide`` names the consistency check and may not import that layer."""
+    defrag_record: DefragRecord | None = None
+    """The agents' record of this member's defragmentations, read from etcd by ``gather`` (None
+    when there is none or it could not be read: see ``ClusterSnapshot.defrag_records_error``)."""
 
     @property
     def reachable(self) -> bool:
@@ -98,6 +131,7 @@ class ClusterSnapshot(BaseModel):
     members: tuple[MemberSnapshot, ...]
     alarms: tuple[Alarm, ...] = ()
     alarms_error: str | None = None
+    defrag_records_error: str | None = None  # why the defrag records could not be read
 
     @property
     def voting(self) -> tuple[MemberSnapshot, ...]:

@@ -63,8 +63,10 @@ class DefragSettings(SettingsGroup):
         default=True, description="Compact (with the retention) before defragmenting."
     )
     move_leader: bool = Field(
-        default=False,
-        description="Move leadership to an already defragmented member before the leader's turn.",
+        default=True,
+        description="Move leadership to an already defragmented member (voting, answering, "
+        "caught up) before the leader's turn: lease keep-alives, the maintenance lock's "
+        "included, are served by the leader only and fail while it defragments.",
     )
     wait_between: SecondsOrZero = Field(
         default=5.0, description="Pause between two members, after the first has caught up."
@@ -84,6 +86,15 @@ class DefragSettings(SettingsGroup):
         default=50 * 1024**2,
         description="Bytes per second a defrag is assumed to rewrite, to estimate its duration: "
         "a defrag that would overrun the maintenance window's end is not started.",
+    )
+    budget: Annotated[Seconds | None, Nullable] = Field(
+        default=60.0,
+        description="Longest defrag to start, estimated per member (its own past defrags, else "
+        "estimated_rate): a member whose estimate is longer is skipped and named, to be "
+        "defragmented offline. kubeadm's etcd liveness probe (/health?serializable=true, "
+        "every 10s, 8 failures, 15s timeout) fails while a defrag holds the backend and gets "
+        "etcd restarted after about 80s, mid-defrag. `run` and `run --once` cap it at "
+        "daemon.grace_period. null (or off) disables it; NOSPACE recovery only notes it.",
     )
     recover_max_quota_use: Ratio = Field(
         default=0.9,

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -57,7 +57,11 @@ class EtcdCluster(GatewayRequests):
         separate_metrics: bool = False,
         extra_args: Sequence[str] = (),
         start_timeout: float = 30.0,
+        advertise_client_urls: Mapping[str, str] | None = None,
     ) -> None:
+        """``advertise_client_urls``: member name -> the client URL it advertises instead of the
+        one it listens on (a proxy in front of it, ``status_proxy``); the harness's own requests
+        still go to the member directly."""
         if size < 1:
             raise ValueError("size must be >= 1")
         super().__init__()
@@ -72,6 +76,7 @@ class EtcdCluster(GatewayRequests):
         self.separate_metrics = separate_metrics
         self.extra_args = tuple(extra_args)
         self.start_timeout = start_timeout
+        self.advertise_client_urls = dict(advertise_client_urls or {})
         self._owns_base_dir = base_dir is None
         self.base_dir: Path = base_dir if base_dir is not None else Path()
         self.cluster_token = f"etcdagent-{uuid.uuid4().hex[:12]}"
@@ -145,6 +150,7 @@ class EtcdCluster(GatewayRequests):
             iter(processes.free_ports(n_ports)),
             scheme=self.scheme,
             separate_metrics=self.separate_metrics,
+            advertise_client_urls=self.advertise_client_urls,
         )
         flags = EtcdFlags(
             binary=self.binary,

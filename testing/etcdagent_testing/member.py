@@ -34,7 +34,8 @@ class EtcdMember:
     def __init__(self, cluster: EtcdCluster, layout: MemberLayout) -> None:
         self.cluster = cluster
         self.name = layout.name
-        self.client_url = layout.client_url
+        self.client_url = layout.client_url  # where it listens; the harness talks to it here
+        self.advertised_client_url = layout.advertised_client_url  # what the member list says
         self.peer_url = layout.peer_url
         self.metrics_url = layout.metrics_url
         self.data_dir = layout.data_dir

@@ -8,7 +8,7 @@ budget for it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +31,26 @@ class MemberLayout:
     data_dir: Path
     log_path: Path  # etcd's zap JSON log
     output_path: Path  # etcd's stdout/stderr
+    advertise_client_url: str | None = None  # another URL to advertise (a proxy in front)
+
+    @property
+    def advertised_client_url(self) -> str:
+        """What the member list says: ``advertise_client_url``, else the one it listens on."""
+        return self.advertise_client_url or self.client_url
 
 
 def lay_out_members(
-    base_dir: Path, size: int, ports: Iterator[int], *, scheme: str, separate_metrics: bool
+    base_dir: Path,
+    size: int,
+    ports: Iterator[int],
+    *,
+    scheme: str,
+    separate_metrics: bool,
+    advertise_client_urls: Mapping[str, str] | None = None,
 ) -> list[MemberLayout]:
-    """Members m1..m``size`` on ``ports`` (client, peer, [metrics] each, in that order).
+    """Members m1..m``size`` on ``ports`` (client, peer, [metrics] each, in that order);
+    ``advertise_client_urls`` maps a member's name to the client URL it advertises instead of
+    its own (a proxy in front of it).
 
     Removes what an earlier start attempt left in their places: a retried start bootstraps a
     new cluster and must not find the old data dir, nor the old log lines when it waits for
@@ -61,6 +75,7 @@ def lay_out_members(
                 data_dir=data_dir,
                 log_path=log_path,
                 output_path=output_path,
+                advertise_client_url=(advertise_client_urls or {}).get(name),
             )
         )
     return layouts
@@ -85,7 +100,7 @@ class EtcdFlags:
             "--name", member.name,
             "--data-dir", str(member.data_dir),
             "--listen-client-urls", member.client_url,
-            "--advertise-client-urls", member.client_url,
+            "--advertise-client-urls", member.advertised_client_url,
             "--listen-peer-urls", member.peer_url,
             "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", initial_cluster,

@@ -61,19 +61,34 @@ def snap(
     applied: int | None = None,
     version: str = "3.5.1",
     downgrade_to: str | None = None,
+    defrag_inflight: bool | None = False,
+    metrics_up: bool = True,
 ) -> MemberSnapshot:
-    """One member; ``quota`` is the 3.6 status field, ``metrics_quota`` the 3.4/3.5 metric."""
+    """One member; ``quota`` is the 3.6 status field, ``metrics_quota`` the 3.4/3.5 metric.
+
+    Its /metrics answer by default, saying it is not defragmenting (``defrag_inflight``; None:
+    its etcd lacks the gauge); ``metrics_up=False`` for a member whose /metrics do not answer.
+    """
     m = member(name, learner=learner)
     endpoint = f"http://{name}:2379"
     if not up:
         return MemberSnapshot(
-            member=m, endpoint=endpoint, error=f"{endpoint}: status failed: connection refused"
+            member=m,
+            endpoint=endpoint,
+            error=f"{endpoint}: status failed: connection refused",
+            metrics_error="not scraped: the member does not answer",  # as observe.gather says
         )
     metrics = None
-    if metrics_quota is not None or compact_revision is not None:
+    metrics_error = None
+    if metrics_up:
         metrics = MemberMetrics(
-            scraped_at=WHEN, quota=metrics_quota, compact_revision=compact_revision
+            scraped_at=WHEN,
+            quota=metrics_quota,
+            compact_revision=compact_revision,
+            defrag_inflight=defrag_inflight,
         )
+    else:
+        metrics_error = f"{endpoint}/metrics: connection refused"
     status = MemberStatus(
         member_id=m.id,
         cluster_id=1,
@@ -96,6 +111,7 @@ def snap(
         endpoint=endpoint,
         status=status,
         metrics=metrics,
+        metrics_error=metrics_error,
         hashkv_missing=hashkv_missing(version),  # as observe.gather records it
     )
 

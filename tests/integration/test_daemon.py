@@ -350,8 +350,14 @@ def test_a_defrag_that_would_overrun_the_window_is_not_started(
     etcd_cluster: EtcdCluster, make_daemon: Callable[..., tuple[Daemon, FakeClock]]
 ) -> None:
     fragment(etcd_cluster)
-    # 100 KiB/s: each ~14 MiB file would take ~140 s; the window has 50 s left.
-    settings = daemon_settings(etcd_cluster, defrag={"estimated_rate": "100KiB"})
+    # 10 KiB/s: each member's few MiB in use would take minutes; the window has 65 s left. The
+    # budget (and the grace period that caps it for `run`) are set out of the way: this is
+    # about the window's end.
+    settings = daemon_settings(
+        etcd_cluster,
+        defrag={"estimated_rate": "10KiB", "budget": "1h"},
+        daemon={"grace_period": "1h"},
+    )
     daemon, clock = make_daemon(settings, start=datetime(2026, 11, 30, 2, 58, 55, tzinfo=UTC))
 
     two_cycles(daemon, clock)

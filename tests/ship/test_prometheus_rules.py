@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "EtcdagentLockHeldTooLong",
     "EtcdagentMaintenanceFailing",
     "EtcdagentGateBlockingEveryWindow",
+    "EtcdagentDefragOverBudget",
     "EtcdMemberNospace",
     "EtcdMemberHashKVMismatch",
     "EtcdQuotaHigh",

@@ -104,8 +104,9 @@ def test_render_plan_of_a_recovery_names_every_kind_of_step() -> None:
         PhasePlan(phase="recover", decided="now", plan=plan_recover(snapshot, settings()))
     )
     assert lines[1].startswith("  1. compact to revision 5000 (via m1): ")
-    assert lines[5].startswith("  5. disarm NOSPACE@a1: ")
-    assert lines[6].startswith("  6. probe write: ")
+    assert lines[4].startswith("  4. move leadership m1 -> ")  # defrag.move_leader's default
+    assert lines[6].startswith("  6. disarm NOSPACE@a1: ")
+    assert lines[7].startswith("  7. probe write: ")
     assert any(line.startswith("  note: retention shortened") for line in lines)
 
 

@@ -95,7 +95,7 @@ def test_apply_lag_at_the_limit_is_allowed() -> None:
     snapshot = cluster(snap("m1"), snap("m2", raft_index=5000, applied=4000), snap("m3"))
     plan = plan_defrag(snapshot, settings(defrag={"max_apply_lag": 1000}))
     assert plan.refusal is None
-    assert len(plan.steps) == 3
+    assert len(names(plan)) == 3
 
 
 def test_every_gate_failure_is_listed_in_the_refusal() -> None:
@@ -244,8 +244,9 @@ def test_force_plans_every_voting_member_regardless() -> None:
     assert plan.skipped == ()
     assert sorted(names(plan)) == ["m1", "m2", "m3"]
     assert names(plan)[-1] == "m1"
-    assert all(s.reason.endswith("(forced)") or "[leader, last]" in s.reason for s in plan.steps)
-    assert all("not worth it" not in s.reason for s in plan.steps)
+    steps = [s for s in plan.steps if s.kind is StepKind.DEFRAG]
+    assert all(s.reason.endswith("(forced)") or "[leader, last]" in s.reason for s in steps)
+    assert all("not worth it" not in s.reason for s in steps)
 
 
 # -- learners ----------------------------------------------------------------------------------
@@ -256,7 +257,8 @@ def test_learners_are_never_defragmented_by_the_sweep(force: bool) -> None:
     snapshot = cluster(snap("m1"), snap("l1", learner=True), snap("m2"), snap("m3"))
     plan = plan_defrag(snapshot, settings(), force=force)
     assert "l1" not in names(plan)
-    assert len(plan.steps) == 3
+    assert len(names(plan)) == 3
+    assert "l1" not in names(plan, StepKind.MOVE_LEADER)
     [skip] = plan.skipped
     assert skip.member_name == "l1"
     assert "learner" in skip.reason
@@ -283,8 +285,9 @@ def test_followers_first_most_reclaimable_first_and_the_leader_last() -> None:
     )
     plan = plan_defrag(snapshot, settings())
     assert names(plan) == ["m1", "m4", "m5", "m2", "m3"]
-    assert plan.steps[-1].reason.endswith("[leader, last]")
-    assert not any("leader" in s.reason for s in plan.steps[:-1])
+    steps = [s for s in plan.steps if s.kind is StepKind.DEFRAG]
+    assert steps[-1].reason.endswith("[leader, last]")
+    assert not any("leader" in s.reason for s in steps[:-1])
 
 
 @given(
@@ -301,10 +304,11 @@ def test_order_property_leader_last_followers_by_reclaimable(frees: list[int], l
     )
     plan = plan_defrag(snapshot, settings(), force=True)
     assert plan.refusal is None
-    assert plan.steps[-1].member_name == leader_name
-    followers = [s.reclaimable or 0 for s in plan.steps[:-1]]
+    steps = [s for s in plan.steps if s.kind is StepKind.DEFRAG]
+    assert steps[-1].member_name == leader_name
+    followers = [s.reclaimable or 0 for s in steps[:-1]]
     assert followers == sorted(followers, reverse=True)
-    assert len(plan.steps) == len(frees)
+    assert len(steps) == len(frees)
 
 
 # -- move leader -------------------------------------------------------------------------------
@@ -340,6 +344,48 @@ def test_move_leader_targets_a_healthy_follower_when_none_is_defragmented_yet() 
     assert plan.steps[1].member_name == "m1"
 
 
+def test_leadership_moves_by_default() -> None:
+    plan = plan_defrag(three(), settings())
+    assert kinds(plan) == [StepKind.DEFRAG, StepKind.DEFRAG, StepKind.MOVE_LEADER, StepKind.DEFRAG]
+    assert plan.steps[2].target_name == names(plan)[1]  # the member done last: moves only once
+
+
+def test_move_leader_skips_a_done_member_that_lags_behind_the_leader() -> None:
+    # m1 leads at raft index 5000; m2 (done first, most reclaimable) has committed only 3000.
+    snapshot = cluster(
+        snap("m1", raft_index=5000),
+        snap("m2", raft_index=3000, in_use=10 * MIB),
+        snap("m3", raft_index=4990, in_use=50 * MIB),
+    )
+    plan = plan_defrag(snapshot, settings(defrag={"max_apply_lag": 1000}))
+    [move] = [s for s in plan.steps if s.kind is StepKind.MOVE_LEADER]
+    assert move.target_name == "m3"
+
+
+def test_move_leader_takes_no_member_that_is_behind_in_applying_or_down() -> None:
+    # m2 applies within the gate but far behind m3; m3 is the most caught-up follower.
+    snapshot = cluster(  # only the leader is worth defragmenting: no member is done first
+        snap("m1", raft_index=5000),
+        snap("m2", in_use=399 * MIB, raft_index=5000, applied=4500),
+        snap("m3", in_use=399 * MIB, raft_index=5000),
+    )
+    plan = plan_defrag(snapshot, settings())
+    assert plan.steps[0].kind is StepKind.MOVE_LEADER
+    assert plan.steps[0].target_name == "m3"
+    assert "caught up" in plan.steps[0].reason
+
+
+def test_move_leader_is_not_planned_without_a_caught_up_member() -> None:
+    snapshot = cluster(
+        snap("m1", raft_index=9000),
+        snap("m2", in_use=399 * MIB, raft_index=5000),
+        snap("m3", in_use=399 * MIB, raft_index=5000),
+    )
+    plan = plan_defrag(snapshot, settings(defrag={"max_apply_lag": 1000}))
+    assert StepKind.MOVE_LEADER not in kinds(plan)
+    assert any("leadership" in note for note in plan.notes)
+
+
 def test_move_leader_never_hands_leadership_to_a_learner() -> None:
     snapshot = cluster(
         snap("m1"),
@@ -354,7 +400,7 @@ def test_move_leader_never_hands_leadership_to_a_learner() -> None:
 
 
 def test_without_move_leader_there_is_no_move_step() -> None:
-    plan = plan_defrag(three(), settings())
+    plan = plan_defrag(three(), settings(defrag={"move_leader": False}))
     assert StepKind.MOVE_LEADER not in kinds(plan)
     assert kinds(plan) == [StepKind.DEFRAG] * 3
 
@@ -488,6 +534,7 @@ def test_recover_compacts_defragments_every_voting_member_disarms_then_probes() 
         StepKind.COMPACT,
         StepKind.DEFRAG,
         StepKind.DEFRAG,
+        StepKind.MOVE_LEADER,  # defrag.move_leader's default
         StepKind.DEFRAG,
         StepKind.DISARM,
         StepKind.PROBE_WRITE,
@@ -499,7 +546,7 @@ def test_recover_compacts_defragments_every_voting_member_disarms_then_probes() 
     assert [s.member_name for s in plan.skipped] == ["l1"]
     # One DISARM step deactivates every NOSPACE alarm listed when it runs (members raise their
     # own alarms, possibly after planning); its reason names the ones raised now.
-    disarm = plan.steps[4]
+    disarm = plan.steps[5]
     assert disarm.alarm is not None and disarm.alarm.alarm is AlarmType.NOSPACE
     assert "m1" in disarm.reason and "m3" in disarm.reason
     assert any("retention shortened" in n for n in plan.notes)

@@ -115,7 +115,7 @@ def test_calm_cluster_opens_every_gate_in_order() -> None:
 
 
 def test_safety_gates_are_all_but_traffic() -> None:
-    assert set(SAFETY_GATES) == set(GATES) - {"traffic"}
+    assert set(SAFETY_GATES) == set(GATES) - {"traffic", "defrag_budget"}
 
 
 def test_cluster_health_blocks_with_the_gate_failure_text() -> None:
@@ -125,7 +125,9 @@ def test_cluster_health_blocks_with_the_gate_failure_text() -> None:
     assert reason is not None
     assert "m3 does not answer" in reason
     assert "connection refused" in reason
-    assert {g for g, r in gates.items() if r is not None} == {"cluster_health"}
+    # The fence cannot ask it either: a member that does not answer may be defragmenting.
+    assert {g for g, r in gates.items() if r is not None} == {"cluster_health", "defrag_inflight"}
+    assert "cannot tell whether m3 is defragmenting" in (gates["defrag_inflight"] or "")
 
 
 def test_cluster_health_joins_every_failure() -> None:

@@ -8,6 +8,7 @@ the shared context names it busy and the lock renews through the other members.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -26,7 +27,8 @@ from etcdagent.decide.fence import fence_refusal
 from etcdagent.decide.gates import cluster_gate_failures, quorum_failure
 from etcdagent.decide.plan import Step
 from etcdagent.errors import EtcdError, EtcdUnreachableError
-from etcdagent.observe.snapshot import MemberSnapshot
+from etcdagent.etcd.client import MemberClient
+from etcdagent.observe.snapshot import DefragRecord, MemberSnapshot
 from etcdagent.units import format_bytes, format_duration
 
 log = structlog.get_logger()
@@ -67,18 +69,12 @@ class DefragStep:
             return ctx.result(step, StepStatus.SKIPPED, overrun, started_at=started_at)
         in_use_before = target.status.db_size_in_use
         defrag_started = ctx.clock()
-        self._history_warning(
-            write_through(
-                ctx.lock_members(),
-                lambda m: record_defrag_started(
-                    m,
-                    target.member.id,
-                    size=size_before,
-                    in_use=in_use_before,
-                    started_at=defrag_started,
-                ),
+        self._record(
+            lambda m: record_defrag_started(
+                m, target.member.id, size=size_before, in_use=in_use_before,
+                started_at=defrag_started,
             )
-        )
+        )  # fmt: skip
         t_defrag = ctx.monotonic()
         warning = self._defragment(target, size_before)
         request_seconds = ctx.elapsed(t_defrag)
@@ -88,20 +84,12 @@ class DefragStep:
         if not isinstance(after, str):
             # Without an answer, the request's time says nothing: until recovered is the bound.
             seconds = request_seconds if warning is None else ctx.elapsed(t_defrag)
-            self._history_warning(
-                write_through(
-                    ctx.lock_members(),
-                    lambda m: record_defrag_finished(
-                        m,
-                        target.member.id,
-                        size=size_before,
-                        in_use=in_use_before,
-                        duration=seconds,
-                        started_at=defrag_started,
-                        finished_at=ctx.clock(),
-                    ),
+            self._record(
+                lambda m: record_defrag_finished(
+                    m, target.member.id, size=size_before, in_use=in_use_before,
+                    duration=seconds, started_at=defrag_started, finished_at=ctx.clock(),
                 )
-            )
+            )  # fmt: skip
         if isinstance(after, str):
             return ctx.result(
                 step,
@@ -114,8 +102,10 @@ class DefragStep:
             )
         return self._done(step, started_at, t0, size_before, after, warning)
 
-    @staticmethod
-    def _history_warning(problem: str | None) -> None:
+    def _record(self, write: Callable[[MemberClient], DefragRecord]) -> None:
+        """Write the member's defrag record (act/defrag_history.py) through any member that
+        answers; a failure (NOSPACE, say) is logged, never a reason not to defragment."""
+        problem = write_through(self.ctx.lock_members(), write)
         if problem is not None:
             log.warning("defrag record", problem=problem)
 

@@ -164,29 +164,44 @@ def test_defrag_refuses_while_a_member_defragments_naming_it(proxied: Proxied) -
 
 def test_planned_steps_are_refused_right_before_acting(proxied: Proxied) -> None:
     """A plan made before the defrag started: the move of the leader and a defrag are each
-    refused by the executor's own check on a fresh snapshot, and leadership stays."""
-    cluster = proxied.cluster
-    mark = datetime.now(UTC)
-    settings = load_settings({"connection": {"endpoints": proxied.endpoints}})
-    with ClusterClient(settings) as client:
-        executor = Executor(client, settings)
-        plan = plan_defrag(executor.observe(), settings, force=True)
-        move = next(s for s in plan.steps if s.kind is StepKind.MOVE_LEADER)
-        leader = cluster.leader()
-        assert move.member_name == leader.name
-        victim = next(m for m in cluster.followers() if m.name != move.target_name)
-        other = next(
-            s for s in plan.steps if s.kind is StepKind.DEFRAG and s.member_name != victim.name
-        )
-        with Defrag(victim):
-            moved = executor.run(move)
-            defragged = executor.run(other)
+    refused by the executor's own check on a fresh snapshot, and leadership stays.
 
+    The member defragments for a second or two only (its file was defragmented before in this
+    module): when its defrag ended before the executor looked, the steps may run, which is
+    right; then etcd's logs must show they did not overlap it, and the scenario is tried again.
+    """
+    cluster = proxied.cluster
+    settings = load_settings({"connection": {"endpoints": proxied.endpoints}})
+    for _attempt in range(3):
+        mark = datetime.now(UTC)
+        with ClusterClient(settings) as client:
+            executor = Executor(client, settings)
+            plan = plan_defrag(executor.observe(), settings, force=True)
+            move = next(s for s in plan.steps if s.kind is StepKind.MOVE_LEADER)
+            leader = cluster.leader()
+            assert move.member_name == leader.name
+            victim = next(m for m in cluster.followers() if m.name != move.target_name)
+            other = next(
+                s for s in plan.steps if s.kind is StepKind.DEFRAG and s.member_name != victim.name
+            )
+            with Defrag(victim):
+                moved = executor.run(move)
+                defragged = executor.run(other)
+        intervals = since(cluster, mark)
+        assert max_concurrent_defrags(intervals) == 1, intervals
+        if all(r.status is StepStatus.REFUSED for r in (moved, defragged)):
+            break
+        ours = next(i for i in intervals if i.member == victim.name)
+        assert ours.end is not None
+        # Not refused: then the victim's defrag had ended before the step looked.
+        assert all(i.start >= ours.end for i in intervals if i.member != victim.name), intervals
+        cluster.wait_healthy()
+    else:
+        raise AssertionError("the victim's defrag always ended before the executor looked")
     for result in (moved, defragged):
-        assert result.status is StepStatus.REFUSED, result
         assert f"a defrag is running on {victim.name}" in result.message
     assert cluster.leader() is leader
-    assert [i.member for i in since(cluster, mark)] == [victim.name]
+    assert [i.member for i in intervals] == [victim.name]
 
 
 def test_a_defrag_that_timed_out_on_our_side_is_waited_for_until_its_gauge_clears(

@@ -71,15 +71,15 @@ class MoveLeaderStep:
         )
 
     def _wait_confirmed(self, target_id: int) -> bool:
-        """Until the new leader leads and every answering member follows it; False on timeout."""
+        """Until the new leader leads and every voting member answers and follows it; False
+        on timeout. Every one, not every answering one: the old leader may not answer for a
+        moment while it steps down, and the defrag that follows would then be refused for it."""
         ctx = self.ctx
         deadline = ctx.monotonic() + ctx.settings.defrag.recovery_timeout
         while True:
             snapshot = ctx.observe(with_metrics=False)
             if snapshot.leader_id == target_id and all(
-                m.status is not None and m.status.leader == target_id
-                for m in snapshot.voting
-                if m.reachable
+                m.status is not None and m.status.leader == target_id for m in snapshot.voting
             ):
                 return True
             if ctx.monotonic() >= deadline:

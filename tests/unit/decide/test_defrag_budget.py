@@ -13,7 +13,7 @@ from etcdagent.decide.defrag import plan_defrag
 from etcdagent.decide.defrag_budget import estimate_defrag, estimate_defrag_seconds, within_grace
 from etcdagent.decide.plan import StepKind
 from etcdagent.decide.recovery import plan_recover
-from etcdagent.decide.triggers import Trigger, decide_cycle
+from etcdagent.decide.triggers import CycleDecision, Trigger, decide_cycle
 from etcdagent.decide.windows import WindowState
 from etcdagent.models import Alarm, AlarmType, Histogram, MemberMetrics
 from etcdagent.observe.signals import MemberSignals
@@ -176,10 +176,10 @@ def calm(snapshot: ClusterSnapshot) -> dict[int, MemberSignals]:
     }
 
 
-def test_the_gate_names_the_held_member_but_the_window_still_maintains() -> None:
-    snapshot = cluster(snap("m1"), snap("m2", db_size=8 * GIB, in_use=4 * GIB), snap("m3"))
-    window = WindowState(open=True, window=None, ends_at=None, next_start=None)
-    decision = decide_cycle(
+def decided(snapshot: ClusterSnapshot, *, window_open: bool) -> CycleDecision:
+    """The daemon's decision on a calm cluster at the 50 MiB/s default rate."""
+    window = WindowState(open=window_open, window=None, ends_at=None, next_start=None)
+    return decide_cycle(
         snapshot,
         calm(snapshot),
         RATE_50,
@@ -188,6 +188,11 @@ def test_the_gate_names_the_held_member_but_the_window_still_maintains() -> None
         cluster_request_rate=1.0,
         last_compaction=None,
     )
+
+
+def test_the_gate_names_the_held_member_but_the_window_still_maintains() -> None:
+    snapshot = cluster(snap("m1"), snap("m2", db_size=8 * GIB, in_use=4 * GIB), snap("m3"))
+    decision = decided(snapshot, window_open=True)
     assert decision.trigger is Trigger.WINDOW
     gate = decision.gates["defrag_budget"]
     assert gate is not None and gate.startswith("m2: its defrag is estimated at")
@@ -195,16 +200,7 @@ def test_the_gate_names_the_held_member_but_the_window_still_maintains() -> None
 
 def test_the_gate_is_open_when_the_big_member_is_not_worth_defragmenting() -> None:
     snapshot = cluster(snap("m1"), snap("m2", db_size=4 * GIB, in_use=4 * GIB), snap("m3"))
-    window = WindowState(open=False, window=None, ends_at=None, next_start=None)
-    decision = decide_cycle(
-        snapshot,
-        calm(snapshot),
-        RATE_50,
-        window,
-        WHEN,
-        cluster_request_rate=1.0,
-        last_compaction=None,
-    )
+    decision = decided(snapshot, window_open=False)
     assert decision.gates["defrag_budget"] is None
 
 

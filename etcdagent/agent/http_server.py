@@ -16,6 +16,7 @@ import http.client
 import io
 import socket
 import socketserver
+import sys
 import threading
 import urllib.error
 from collections.abc import Callable, Mapping
@@ -253,7 +254,13 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("http connection error", client=str(client_address[0]), exc_info=True)
+        # A scraper hanging up mid-answer (BrokenPipe, reset) is the client's business: one line,
+        # no traceback. Anything else is a bug in a handler and keeps its traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("http connection error", client=str(client_address[0]), error=repr(exc))
+        else:
+            log.warning("http handler error", client=str(client_address[0]), exc_info=True)
 
 
 class AgentHTTPServer:

@@ -101,9 +101,10 @@ class Executor:
         """Members the lock may talk to now (see ``StepContext.lock_members``)."""
         return self.context.lock_members()
 
-    def refresh_sizes(self, timeout: float = 5.0) -> None:
-        """Make the "in use" sizes current after a compaction, before deciding on them."""
-        self._compaction.refresh_sizes(timeout)
+    def refresh_sizes(self, timeout: float = 5.0) -> bool:
+        """Make the "in use" sizes current after a compaction, before deciding on them; False
+        when they may still be stale (see ``CompactionStep.refresh_sizes``)."""
+        return self._compaction.refresh_sizes(timeout)
 
     # -- steps ----------------------------------------------------------------------------------
 

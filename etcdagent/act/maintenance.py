@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from etcdagent.act.compaction_step import SPARE_PREFIX
 from etcdagent.act.executor import Executor
 from etcdagent.act.lock import default_holder
-from etcdagent.act.markers import prune_markers, read_markers, write_marker
+from etcdagent.act.markers import due, prune_markers, read_markers, write_marker
 from etcdagent.act.run_report import (
     Outcome,
     PlanListener,
@@ -30,10 +31,17 @@ from etcdagent.act.run_report import (
 from etcdagent.act.step_sweep import StepSweep
 from etcdagent.act.sweep_lock import SweepLock
 from etcdagent.clock import utcnow
-from etcdagent.decide.compaction import Marker, plan_compaction
+from etcdagent.decide.compaction import Marker, Observation, plan_compaction
 from etcdagent.decide.defrag import plan_defrag
 from etcdagent.decide.plan import Plan, StepKind
-from etcdagent.decide.recovery import plan_recover, recover_disarm_problem
+from etcdagent.decide.recovery import (
+    UNRECOVERABLE,
+    Unrecoverable,
+    plan_recover,
+    recover_disarm_problem,
+    unrecoverable,
+    unrecoverable_refusal,
+)
 from etcdagent.errors import EtcdError
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.observe.snapshot import ClusterSnapshot
@@ -49,6 +57,22 @@ def _changed(again: Plan, before: Plan) -> bool:
     return _step_keys(again) != _step_keys(before) or again.refusal != before.refusal
 
 
+STALE_SIZES = (
+    "in-use sizes may be stale (etcd updates them at its next commit, and under NOSPACE no spare "
+    f"key under {SPARE_PREFIX} was left to delete): whether a defrag can help is decided after "
+    "the defrags"
+)
+
+
+def _decided_on_sizes(plan: Plan) -> bool:
+    """A recovery plan without compaction that defragments, or refuses on the sizes in use."""
+    if any(s.kind is StepKind.COMPACT for s in plan.steps):
+        return False
+    if plan.refusal is not None:
+        return plan.refusal.startswith(UNRECOVERABLE)
+    return any(s.kind is StepKind.DEFRAG for s in plan.steps)
+
+
 def _dry_run_defrag_outcome(first: Plan, will_compact: bool) -> Outcome:
     if first.refusal:
         return Outcome.REFUSED
@@ -59,6 +83,10 @@ def _dry_run_defrag_outcome(first: Plan, will_compact: bool) -> Outcome:
 
 class Maintenance:
     """Runs one maintenance command against one cluster."""
+
+    # Set by `recover` when it refused because the data in use fills a quota (the daemon backs
+    # off on it and counts it); None otherwise.
+    unrecoverable: Unrecoverable | None = None
 
     def __init__(
         self,
@@ -71,8 +99,12 @@ class Maintenance:
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         unlocked_fallback: bool = True,
+        observations: Sequence[Observation] = (),
     ) -> None:
+        """``observations``: the daemon's own (age, revision) record, checked against the
+        retention markers (none for a one-shot command)."""
         self.cluster = cluster
+        self.observations = tuple(observations)
         self.settings = settings
         self.dry_run = dry_run
         self.local_member = settings.daemon.local_member
@@ -98,7 +130,8 @@ class Maintenance:
         self._lock.ensure_held()
 
     def _markers(self, snapshot: ClusterSnapshot, report: RunReport) -> list[Marker]:
-        """Read the retention markers, and in a real run record this moment as a new one."""
+        """Read the retention markers, and in a real run record this moment as a new one when
+        the newest is old enough (markers are thin: each read asks etcd one age per marker)."""
         via = next(
             (m for m in snapshot.voting if m.reachable and m.endpoint),
             None,
@@ -107,19 +140,23 @@ class Maintenance:
             return []
         client = self.executor.client_for(via)
         try:
-            markers = read_markers(client)
+            read = read_markers(client)
         except EtcdError as exc:
             report.notes.append(f"retention markers not readable: {exc}")
             return []
         if self.dry_run:
-            return markers
-        now = self.clock()
+            return read.markers
+        retain = self.settings.compaction.retain
         try:
-            write_marker(client, now, default_holder(report.command))
-            prune_markers(client, markers, now, self.settings.compaction.retain)
+            written = None
+            if due(read.markers, retain):
+                # The wall clock goes into the value for humans only; no decision reads it.
+                holder = default_holder(report.command)
+                written = write_marker(client, retain, holder, self.clock())
+            prune_markers(client, read, retain, written)
         except EtcdError as exc:
             report.notes.append(f"retention marker not written: {exc}")
-        return markers
+        return read.markers
 
     def _decide_compaction(self, report: RunReport, snapshot: ClusterSnapshot) -> Plan:
         markers = self._markers(snapshot, report)
@@ -127,7 +164,7 @@ class Maintenance:
             report,
             "compact",
             "now",
-            plan_compaction(snapshot, self.settings, markers, self.clock()),
+            plan_compaction(snapshot, self.settings, markers, self.observations),
         )
 
     def _run_compaction(self, report: RunReport, plan: Plan) -> Outcome | None:
@@ -235,10 +272,19 @@ class Maintenance:
 
     def recover(self) -> RunReport:
         report = self._record.start("recover")
+        self.unrecoverable = None
         snapshot = self.executor.observe()
-        plan = self._record.decided(report, "recover", "now", plan_recover(snapshot, self.settings))
+        first = plan_recover(snapshot, self.settings)
+        if not self.dry_run and _decided_on_sizes(first):
+            # Already compacted: the plan went by the in-use sizes, which lag until the members
+            # commit again. Make them current first (writing nothing), then decide on them:
+            # before the lock, so a hopeless recovery does not even claim a recovery slot.
+            current = self._refresh_sizes(report)
+            snapshot = self.executor.observe()
+            first = plan_recover(snapshot, self.settings, sizes_current=current)
+        plan = self._record.decided(report, "recover", "now", first)
         if plan.refusal:
-            return self._record.finish(report, Outcome.REFUSED, plan.refusal)
+            return self._refuse_recovery(report, plan.refusal, snapshot)
         if plan.nothing_to_do:
             return self._record.finish(report, Outcome.NOTHING_TO_DO, plan.notes[0])
         if self.dry_run:
@@ -246,7 +292,8 @@ class Maintenance:
         busy = self._lock.acquire(report)
         if busy is not None:
             return self._record.finish(report, Outcome.REFUSED, busy)
-        again = plan_recover(self.executor.observe(), self.settings)
+        snapshot = self.executor.observe()
+        again = plan_recover(snapshot, self.settings)
         if _changed(again, plan):
             plan = self._record.decided(
                 report, "recover", "again once the lock was ours (the cluster changed)", again
@@ -254,27 +301,63 @@ class Maintenance:
             if plan.refusal or plan.nothing_to_do:
                 self._lock.release()
                 if plan.refusal:
-                    return self._record.finish(report, Outcome.REFUSED, plan.refusal)
+                    return self._refuse_recovery(report, plan.refusal, snapshot)
                 return self._record.finish(report, Outcome.NOTHING_TO_DO, plan.notes[0])
         try:
             return self._recover_locked(report, plan)
         finally:
             self._lock.release()
 
+    def _refresh_sizes(self, report: RunReport) -> bool:
+        """Bring the in-use sizes up to date; False (with a note) when they may be stale."""
+        try:
+            if self.executor.refresh_sizes():
+                return True
+            report.notes.append(STALE_SIZES)
+        except EtcdError as exc:
+            report.notes.append(f"sizes not refreshed: {exc}")
+        return False
+
+    def _refuse_recovery(
+        self, report: RunReport, refusal: str, snapshot: ClusterSnapshot
+    ) -> RunReport:
+        """A refused recovery; remembered as unrecoverable when the data in use is the reason."""
+        self.unrecoverable = unrecoverable(snapshot, self.settings.defrag.recover_max_quota_use)
+        return self._record.finish(report, Outcome.REFUSED, refusal)
+
     def _recover_locked(self, report: RunReport, plan: Plan) -> RunReport:
-        """Free space first; disarm (and probe) only once the members have room to spare."""
-        before_disarm = [
-            s
-            for s in plan.steps
-            if s.kind in (StepKind.COMPACT, StepKind.DEFRAG, StepKind.MOVE_LEADER)
-        ]
-        after = [s for s in plan.steps if s not in before_disarm]
-        early = self._sweep.run(report, before_disarm)
+        """Compact; decide on the sizes it leaves whether a defrag can help at all; free space;
+        disarm (and probe) only once every member's file has room to spare."""
+        compaction = [s for s in plan.steps if s.kind is StepKind.COMPACT]
+        defrags = [s for s in plan.steps if s.kind in (StepKind.DEFRAG, StepKind.MOVE_LEADER)]
+        after = [s for s in plan.steps if s not in compaction and s not in defrags]
+        max_use = self.settings.defrag.recover_max_quota_use
+        if compaction:
+            early = self._sweep.run(report, compaction)
+            if early is not None:
+                mark_not_started(report, defrags + after, "not started: the compaction did not")
+                return self._record.end(report, early)
+            current = self._refresh_sizes(report)
+            snapshot = self.executor.observe()
+            hopeless = unrecoverable(snapshot, max_use) if current else None
+            if hopeless is not None:
+                refusal = unrecoverable_refusal(list(hopeless.shortfalls), max_use)
+                mark_not_started(report, defrags + after, "not started: " + refusal)
+                self.unrecoverable = hopeless
+                return self._record.finish(report, Outcome.REFUSED, refusal)
+        early = self._sweep.run(report, defrags, emergency=True)
         if early is not None:
             return self._record.end(report, early)
-        problem = recover_disarm_problem(
-            self.executor.observe(), self.settings.defrag.recover_max_quota_use
-        )
+        defragmented = self.executor.observe()
+        hopeless = unrecoverable(defragmented, max_use)
+        if hopeless is not None:
+            # Found only now, the sizes before could not be made current: not again for the
+            # same sizes (the daemon backs off on it like on a refusal before the defrags).
+            self.unrecoverable = hopeless
+            refusal = unrecoverable_refusal(list(hopeless.shortfalls), max_use)
+            mark_not_started(report, after, "not started: " + refusal)
+            return self._record.finish(report, Outcome.REFUSED, refusal)
+        problem = recover_disarm_problem(defragmented, max_use)
         if problem is not None:
             mark_not_started(report, after, "not started: " + problem)
             return self._record.finish(

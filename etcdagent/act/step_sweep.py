@@ -4,6 +4,14 @@ step that does not succeed.
 The plan orders the defrags with the leader last, but leadership can move while the sweep runs;
 and members need a pause between defrags to settle. Both are handled here, between steps, so that
 each step runner only ever sees one step.
+
+The pause (``defrag.wait_between``) is for the clients of a cluster that serves them: time for
+the member just defragmented to warm up before the next one blocks. A NOSPACE recovery has no
+such clients (every write fails until the last member is done), so it waits only for what
+safety needs, and that is already in the steps: a defrag returns once its member answers, has
+applied what the leader had committed and reads ``etcd_disk_defrag_inflight`` 0
+(``DefragStep.wait_recovered``), and the next defrag re-checks quorum and the defrag fence on a
+fresh snapshot before its request.
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ class StepSweep:
         self.settings = settings
         self.listener = listener
 
-    def run(self, report: RunReport, steps: list[Step]) -> Outcome | None:
+    def run(
+        self, report: RunReport, steps: list[Step], *, emergency: bool = False
+    ) -> Outcome | None:
         """Run steps in order; the outcome that ends the run early, or None when all went well.
 
         The leader is defragmented last even if leadership moved during the sweep: a member that
-        became the leader is put back behind the remaining followers once.
+        became the leader is put back behind the remaining followers once. ``emergency`` (NOSPACE
+        recovery) goes on to the next member without the fixed pause (see the module docstring).
         """
         queue = list(steps)
         deferred: set[int] = set()
@@ -40,7 +51,7 @@ class StepSweep:
             if not result.ok:
                 return self._stopped(report, result, queue)
             more_defrags = any(s.kind is StepKind.DEFRAG for s in queue)
-            if step.kind is StepKind.DEFRAG and more_defrags:
+            if step.kind is StepKind.DEFRAG and more_defrags and not emergency:
                 self.listener.note(
                     f"waiting {self.settings.defrag.wait_between:g}s before the next member"
                 )

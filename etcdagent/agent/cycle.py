@@ -20,7 +20,10 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from etcdagent.act.maintenance import Maintenance
 from etcdagent.act.run_report import Outcome, PlanListener, RunReport
 from etcdagent.agent.metrics import AgentMetrics
+from etcdagent.agent.nospace_backoff import NospaceBackoff
+from etcdagent.agent.revision_log import RevisionLog
 from etcdagent.clock import utcnow
+from etcdagent.decide.compaction import current_revision
 from etcdagent.decide.plan import Step
 from etcdagent.decide.triggers import Action, CycleDecision, Trigger, decide_cycle
 from etcdagent.decide.windows import WindowState, describe, window_state
@@ -74,6 +77,8 @@ class CycleRunner:
         self.registry = registry or CollectorRegistry()
         self.metrics = AgentMetrics(self.registry)
         self.history = SignalHistory(lookback=self.settings.daemon.lookback)
+        # Which revision was current when, by the monotonic clock: checks the retention markers.
+        self.revision_log = RevisionLog(monotonic)
         self.cluster = ClusterClient(self.settings, clock=clock)
         self.stop = threading.Event()
         self.last_compaction: datetime | None = None
@@ -85,6 +90,8 @@ class CycleRunner:
         self.last_decision: CycleDecision | None = None
         self.last_report: RunReport | None = None
         self.known_endpoints: tuple[str, ...] = ()  # the members' URLs, as the last cycle saw
+        self.nospace_backoff = NospaceBackoff()  # a recovery refused as unrecoverable
+        self._snapshot: ClusterSnapshot | None = None  # this cycle's observation
         self._last_logged: tuple[object, ...] | None = None
 
     def beat(self) -> None:
@@ -132,6 +139,7 @@ class CycleRunner:
     def _watch_decide_act(self, now: datetime) -> None:
         snapshot = take_snapshot(self.cluster)
         self._check_cluster_id(snapshot)
+        self.revision_log.record(current_revision(snapshot))
         self.known_endpoints = tuple(m.endpoint for m in snapshot.voting if m.endpoint)
         # Decide at the time of the observation: samples stamped after a `now` taken before
         # the scrape would count as "from the future" and be left out.
@@ -155,6 +163,7 @@ class CycleRunner:
         self.last_decision = decision
         self.metrics.set_gates(decision.gates)
         self._log_decision(decision, window)
+        self._nospace_observed(snapshot)
         self.last_report = self._act(decision, window)
 
     def _check_cluster_id(self, snapshot: ClusterSnapshot) -> None:
@@ -224,6 +233,7 @@ class CycleRunner:
             # Under NOSPACE with every recovery slot used, a replica or CronJob never recovers
             # unlocked beside the others (nospace_slots); an operator's `recover` may.
             unlocked_fallback=False,
+            observations=self.revision_log.observations(),
         )
 
     def _act(self, decision: CycleDecision, window: WindowState) -> RunReport | None:
@@ -233,7 +243,13 @@ class CycleRunner:
             compact_first=decision.compact_due or decision.trigger is Trigger.EMERGENCY_QUOTA
         )
         if decision.action is Action.RECOVER:
+            held = self._nospace_hold()
+            if held is not None:
+                log.info("NOSPACE recovery backed off", reason=held)
+                return None
             report = maintenance.recover()
+            if not report.lock_busy:
+                self._nospace_attempted(maintenance)
         elif decision.action is Action.MAINTAIN:
             deadline = window.ends_at if decision.trigger is Trigger.WINDOW else None
             report = maintenance.defrag(deadline=deadline)
@@ -260,6 +276,36 @@ class CycleRunner:
             reclaimed=report.reclaimed_total,
         )
         return report
+
+    def _nospace_observed(self, snapshot: ClusterSnapshot) -> None:
+        self._snapshot = snapshot
+        if self.nospace_backoff.alarm_gone(snapshot):
+            self.metrics.record_nospace(None, counted=False)
+
+    def _nospace_hold(self) -> str | None:
+        """Why not to recover this cycle: refused as unrecoverable on the same sizes, recently."""
+        if self._snapshot is None:
+            return None
+        retry = self.settings.defrag.recover_retry_unrecoverable
+        return self.nospace_backoff.hold(self._snapshot, self.monotonic(), retry)
+
+    def _nospace_attempted(self, maintenance: Maintenance) -> None:
+        refused = maintenance.unrecoverable
+        self.nospace_backoff.attempted(refused, self.monotonic())
+        self.metrics.record_nospace(refused)
+        if refused is not None:
+            log.warning(
+                "NOSPACE not recoverable: delete data or raise the quota",
+                members={
+                    s.member_name: {
+                        "in_use": s.in_use,
+                        "quota": s.quota,
+                        "delete_bytes": s.to_delete,
+                        "quota_needed": s.quota_needed,
+                    }
+                    for s in refused.shortfalls
+                },
+            )
 
     # -- between cycles and after the last ------------------------------------------------------
 

@@ -4,7 +4,9 @@ The pass itself (observe, decide, act under the lock, back-off) is
 :class:`~etcdagent.agent.cycle.CycleRunner`'s; this module is the process around it: the loop
 thread and its interruptible sleep, the signals, the configuration reload and the HTTP surface.
 SIGTERM starts no new step, lets the current one finish or time out, releases the lock and exits
-within the grace period; SIGHUP reloads the config file before the next cycle.
+within the grace period; SIGHUP reloads the config file before the next cycle. While the NOSPACE
+emergency is on, the pause between cycles watches the alarms (agent/alarm_watch.py): a NOSPACE
+raised between cycles starts the next one within about a second, not an interval later.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from prometheus_client import CollectorRegistry
 from etcdagent import __version__
 from etcdagent.act.lock import default_holder
 from etcdagent.act.nospace_slots import SlotKeeper
+from etcdagent.act.run_report import Outcome, RunReport
+from etcdagent.agent.alarm_watch import AlarmWatch, NospaceProbe
 from etcdagent.agent.cycle import CycleRunner
 from etcdagent.agent.http_server import AgentHTTPServer, push
 from etcdagent.clock import utcnow
 from etcdagent.decide.defrag_budget import within_grace
+from etcdagent.decide.triggers import CycleDecision, Trigger
 from etcdagent.errors import ConfigError, EtcdAgentError
 from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.observe.signals import SignalHistory
@@ -59,6 +64,9 @@ class Daemon(CycleRunner):
             once=once,
         )
         self.wake = threading.Event()
+        self.alarm_watch = AlarmWatch(
+            NospaceProbe(self._slot_members), wake=self.wake, monotonic=monotonic
+        )
         self._reload = False
         self.started_at: float | None = None
         self.server: AgentHTTPServer | None = None
@@ -125,11 +133,43 @@ class Daemon(CycleRunner):
 
     def _loop(self) -> None:
         while not self.stop.is_set():
+            before = self.last_decision
             self.cycle()
+            self._log_recovery()
             self.wake.clear()
             if self.stop.is_set():
                 break
-            self.wake.wait(self.pause())
+            if self.watch_alarms(before):
+                self.alarm_watch.sleep(self.pause())
+            else:
+                self.wake.wait(self.pause())
+
+    def watch_alarms(self, before: CycleDecision | None) -> bool:
+        """Whether the coming pause should watch for a NOSPACE alarm; ``before`` is the decision
+        the loop had before the cycle that just ran (to tell whether that cycle decided at all).
+
+        Not when the last cycle failed (a failing cluster is not watched more closely than its
+        back-off says), nor right after a NOSPACE recovery that did not bring writes back
+        (refused, failed, another agent's turn): that alarm is the same incident, and waking
+        for it every second would repeat the recovery instead of backing off.
+        """
+        if self.once or not self.settings.emergency.nospace or self.failures:
+            return False
+        decision = self.last_decision
+        if decision is None or decision is before:
+            return False  # the cycle decided nothing: it did not get to see the cluster
+        if decision.trigger is not Trigger.EMERGENCY_NOSPACE:
+            return True
+        report = self.last_report
+        return report is not None and report.outcome in (Outcome.DONE, Outcome.NOTHING_TO_DO)
+
+    def _log_recovery(self) -> None:
+        """After a NOSPACE recovery: how long it took, and how much of that its steps' own work
+        (compact, defrags, disarm, probe): the rest is observing, planning and locking."""
+        report = self.last_report
+        if report is None or report.command != "recover" or not report.results:
+            return
+        log.info("nospace recovery timing", **recovery_timing(report))
 
     def run(self, *, install_signals: bool = True) -> int:
         """Serve and loop until SIGTERM/SIGINT; returns the exit code (0)."""
@@ -245,6 +285,31 @@ def _on_signal(handler: Callable[[], None]) -> Callable[[int, FrameType | None],
         handler()
 
     return on_signal
+
+
+def recovery_timing(report: RunReport) -> dict[str, Any]:
+    """A recovery's own durations: every step's, their sum, and the whole run's."""
+    timed = [(r, r.duration) for r in report.results if r.duration is not None]
+    steps = [
+        {
+            "action": r.step.kind.value,
+            "member": r.step.member_label,
+            "status": r.status.value,
+            "seconds": round(seconds, 4),
+        }
+        for r, seconds in timed
+    ]
+    run = (
+        (report.finished_at - report.started_at).total_seconds()
+        if report.finished_at is not None
+        else None
+    )
+    return {
+        "outcome": report.outcome.value,
+        "steps": steps,
+        "steps_seconds": round(sum(seconds for _, seconds in timed), 4),
+        "run_seconds": None if run is None else round(run, 4),
+    }
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:

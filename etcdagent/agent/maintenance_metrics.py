@@ -6,6 +6,7 @@ from etcdagent.act.run_report import Outcome, RunReport
 from etcdagent.act.step_results import ConsistencyResult, StepResult, StepStatus
 from etcdagent.agent.metric_factory import MEMBER_LABELS, MetricFactory, discard
 from etcdagent.decide.plan import StepKind
+from etcdagent.decide.recovery import Unrecoverable
 
 TRIGGERS = ("window", "emergency-nospace", "emergency-quota", "periodic", "once")
 RUN_RESULTS = tuple(o.value for o in Outcome)
@@ -85,6 +86,25 @@ class MaintenanceMetrics:
             "(`peer`); present from the mismatch until a later check of the member matches.",
             (*MEMBER_LABELS, "peer"),
         )
+        self.nospace_unrecoverable = make.gauge(
+            "nospace_unrecoverable",
+            "1 while the last NOSPACE recovery was refused because a member's data in use "
+            "(after compaction) reaches defrag.recover_max_quota_use of its quota: no defrag "
+            "can make room, nothing was defragmented, the alarm stays armed until data is "
+            "deleted or the quota raised; 0 otherwise.",
+        )
+        self.nospace_unrecoverable_total = make.counter(
+            "nospace_unrecoverable_refusals_total",
+            "NOSPACE recoveries refused because the data in use fills a member's quota (the "
+            "daemon does not try again until a member's in-use size or quota changes, or "
+            "defrag.recover_retry_unrecoverable passed).",
+        )
+        self.nospace_to_delete = make.gauge(
+            "nospace_to_delete_bytes",
+            "Per member, the live data to delete before a refused NOSPACE recovery can work "
+            "(or raise the quota); present while etcdagent_nospace_unrecoverable is 1.",
+            MEMBER_LABELS,
+        )
         # Series that must exist before the first event, so that rate() and alerts see the
         # first increment.
         for result in CONSISTENCY_RESULTS:
@@ -113,6 +133,20 @@ class MaintenanceMetrics:
                 self._record_compaction(result, outcome)
             elif result.step.kind is StepKind.DEFRAG:
                 self._record_defrag(result, outcome)
+
+    def record_nospace(self, refused: Unrecoverable | None, *, counted: bool = True) -> None:
+        """After a recovery attempt (or once no NOSPACE alarm is left): whether it was refused as
+        unrecoverable, and per member how much to delete. ``counted=False`` only updates the
+        gauges (nothing was attempted)."""
+        self.nospace_unrecoverable.set(1 if refused is not None else 0)
+        self.nospace_to_delete.clear()
+        if refused is None:
+            return
+        if counted:
+            self.nospace_unrecoverable_total.inc()
+        for shortfall in refused.shortfalls:
+            member_id = f"{shortfall.member_id:x}"
+            self.nospace_to_delete.labels(shortfall.member_name, member_id).set(shortfall.to_delete)
 
     def _record_compaction(self, result: StepResult, outcome: str) -> None:
         self.compactions.labels(outcome).inc()

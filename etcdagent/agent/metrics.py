@@ -32,6 +32,7 @@ from etcdagent.agent.gate_metrics import GateMetrics
 from etcdagent.agent.health_metrics import AgentHealthMetrics
 from etcdagent.agent.maintenance_metrics import MaintenanceMetrics
 from etcdagent.agent.metric_factory import MetricFactory
+from etcdagent.decide.recovery import Unrecoverable
 from etcdagent.observe.snapshot import ClusterSnapshot
 
 PREFIX = "etcdagent_"
@@ -112,6 +113,11 @@ class AgentMetrics:
     def record_report(self, report: RunReport, trigger: str) -> None:
         """Count one finished run: see :meth:`MaintenanceMetrics.record_report`."""
         self.maintenance.record_report(report, trigger)
+
+    def record_nospace(self, refused: Unrecoverable | None, *, counted: bool = True) -> None:
+        """A NOSPACE recovery refused as unrecoverable, or not: see
+        :meth:`MaintenanceMetrics.record_nospace`."""
+        self.maintenance.record_nospace(refused, counted=counted)
 
     def set_gates(self, blocking: Mapping[str, str | None]) -> None:
         """Gate name -> why it blocks (None: it does not). Known gates left out read 0."""

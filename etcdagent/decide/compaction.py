@@ -1,12 +1,19 @@
 """Where to compact: the newest revision outside the retention, never inside it.
 
-Retention is by revision count and by time; time comes from marker keys (revision R was current
-at T), because etcd keeps no timestamp per revision. Pure: the markers and the time are passed in.
+Retention is by revision count and by time. etcd keeps no timestamp per revision, so time comes
+from two witnesses, both measured without any wall clock:
+
+* the retention markers (``act.markers``): revision R and how long ago, by etcd's own lease clock,
+  it was current at the latest (``Marker.age`` never exceeds R's true age);
+* in the daemon, the agent's own observations: (age by its monotonic clock, revision current
+  then) pairs from each cycle's snapshot.
+
+Pure: the markers' ages and the observations are passed in; no ``now`` takes part.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,15 +22,20 @@ from etcdagent.observe.snapshot import ClusterSnapshot
 from etcdagent.settings import CompactionSettings, Settings
 from etcdagent.units import format_duration
 
+Observation = tuple[float, int]
+"""(seconds ago by the agent's monotonic clock, the cluster's revision then)."""
+
 
 class Marker(BaseModel):
-    """A timestamped key the agent wrote: the revision the store had at that time."""
+    """A valid retention marker: revision ``revision`` was current at least ``age`` seconds ago
+    (by etcd's lease clock; ``act.markers`` says why that bound holds)."""
 
     model_config = ConfigDict(frozen=True)
 
-    time: datetime
     revision: int
+    age: float
     key: str | None = None  # where it is stored, for pruning
+    lease: int = 0  # its lease, revoked to prune it
 
 
 # -- compaction --------------------------------------------------------------------------------
@@ -44,22 +56,92 @@ def compacted_revision(snapshot: ClusterSnapshot) -> int | None:
     return max(known) if known else None
 
 
-def newest_marker_before(markers: list[Marker], cutoff: datetime) -> Marker | None:
-    older = [m for m in markers if m.time <= cutoff]
-    return max(older, key=lambda m: (m.time, m.revision)) if older else None
+def in_revision_order(markers: Sequence[Marker]) -> list[Marker]:
+    """The markers by revision, each aged no older than any marker with a lower revision.
+
+    A marker written later (higher revision) cannot be older than one written before it. So the
+    age that counts is the least of its own and of every lower one's: whatever made one marker
+    look older than it is (a bug, a forged lease) cannot make a newer one look older still.
+    """
+    ordered: list[Marker] = []
+    youngest = float("inf")
+    for marker in sorted(markers, key=lambda m: m.revision):
+        youngest = min(youngest, marker.age)
+        ordered.append(marker.model_copy(update={"age": youngest}))
+    return ordered
+
+
+def newest_marker_older_than(markers: Sequence[Marker], retain: float) -> Marker | None:
+    """The marker with the highest revision whose age, in revision order, is at least ``retain``."""
+    old = [m for m in in_revision_order(markers) if m.age >= retain]
+    return old[-1] if old else None
+
+
+def observed_bounds(
+    observations: Sequence[Observation], retain: float
+) -> tuple[int | None, int | None]:
+    """(M, U) from the agent's own observations.
+
+    M: the highest revision seen at least ``retain`` ago: current then, so everything written in
+    the last ``retain`` is above it, a safe target. U: the lowest revision seen less than
+    ``retain`` ago: the revision current ``retain`` ago cannot be above it.
+    """
+    old = [rev for age, rev in observations if age >= retain]
+    young = [rev for age, rev in observations if age < retain]
+    return (max(old) if old else None), (min(young) if young else None)
+
+
+def time_target(
+    markers: Sequence[Marker], observations: Sequence[Observation], retain: float
+) -> tuple[int | None, str]:
+    """The revision time retention allows compacting to, or None and why not.
+
+    The markers' target T (by etcd's clock) is checked against the agent's own observation: T
+    above U contradicts it (a revision current less than ``retain`` ago is below T), and then only
+    M, or nothing, is trusted. Otherwise the lower of T and M (whichever keeps more).
+    """
+    kept = format_duration(retain)
+    marker = newest_marker_older_than(markers, retain)
+    if marker is None:
+        return None, (
+            f"no revision is known to be older than {kept} yet (the agent's markers record "
+            "revision and age by etcd's lease clock; a later run can compact)"
+        )
+    target = marker.revision
+    seen_old, seen_young = observed_bounds(observations, retain)
+    if seen_young is not None and target > seen_young:
+        conflict = (
+            f"the retention markers (revision {target} older than {kept}) contradict the "
+            f"agent's own observation (revision {seen_young} was current less than {kept} ago)"
+        )
+        if seen_old is None or seen_old > seen_young:
+            return None, f"nothing is compacted by time: {conflict}"
+        return seen_old, (
+            f"keeps {kept} of history by the agent's own observation (revision {seen_old} was "
+            f"current at least {kept} ago); {conflict}"
+        )
+    if seen_old is not None and seen_old < target:
+        return seen_old, (
+            f"keeps {kept} of history (revision {seen_old} was current at least {kept} ago "
+            f"by the agent's own observation; the markers allow {target})"
+        )
+    age = format_duration(marker.age)
+    return target, (
+        f"keeps {kept} of history (revision {target} was current at least {age} ago "
+        "by etcd's lease clock)"
+    )
 
 
 def compaction_target(
     snapshot: ClusterSnapshot,
     settings: CompactionSettings,
-    markers: list[Marker],
-    now: datetime,
+    markers: Sequence[Marker],
+    observations: Sequence[Observation] = (),
 ) -> tuple[int | None, str]:
     """The newest revision that is outside the retention, or None and why not.
 
-    Time retention uses the agent's markers: a marker written at time T carries the revision R the
-    store had then, so every revision from R on is at most ``now - T`` old. Compacting to the
-    newest R with ``T <= now - retain`` keeps at least ``retain`` of history.
+    Time retention compacts to at most the revision ``time_target`` allows: current at least
+    ``retain`` ago by etcd's lease clock and, in the daemon, by the agent's own monotonic clock.
     """
     current = current_revision(snapshot)
     if current is None:
@@ -75,21 +157,10 @@ def compaction_target(
     if settings.retain == 0:
         candidates.append((current, "keeps no history by time (retain 0)"))
     elif settings.retain is not None:
-        marker = newest_marker_before(markers, now - timedelta(seconds=settings.retain))
-        if marker is None:
-            return None, (
-                f"no revision is known to be older than {format_duration(settings.retain)} yet "
-                "(the agent's markers record revision and time on each run; a later run can "
-                "compact)"
-            )
-        age = format_duration((now - marker.time).total_seconds())
-        candidates.append(
-            (
-                marker.revision,
-                f"keeps {format_duration(settings.retain)} of history (revision "
-                f"{marker.revision} was current {age} ago)",
-            )
-        )
+        by_time, why_time = time_target(markers, observations, settings.retain)
+        if by_time is None:
+            return None, why_time
+        candidates.append((by_time, why_time))
     target, why = min(candidates)
     if target <= 1:
         return None, f"the history is shorter than the retention ({why})"
@@ -130,7 +201,10 @@ def compact_step(
 
 
 def plan_compaction(
-    snapshot: ClusterSnapshot, settings: Settings, markers: list[Marker], now: datetime
+    snapshot: ClusterSnapshot,
+    settings: Settings,
+    markers: Sequence[Marker],
+    observations: Sequence[Observation] = (),
 ) -> Plan:
     voting_answering = sum(m.reachable for m in snapshot.voting)
     if voting_answering < snapshot.quorum or snapshot.leader_id is None:
@@ -144,7 +218,7 @@ def plan_compaction(
             + ("" if snapshot.leader_id is not None else ", no leader")
             + why,
         )
-    target, why = compaction_target(snapshot, settings.compaction, markers, now)
+    target, why = compaction_target(snapshot, settings.compaction, markers, observations)
     if target is None:
         return Plan(command="compact", notes=(f"nothing to compact: {why}",))
     step, problem = compact_step(snapshot, target, why)

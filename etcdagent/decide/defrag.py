@@ -25,7 +25,13 @@ from etcdagent.units import format_bytes
 
 GIB = 1024**3
 
-LEARNER_SKIPPED = "learner: not a voting member, not defragmented by the sweep"
+# etcd's gRPC interceptor serves a learner only Status and serializable Range (3.4 to 3.6): a
+# Defragment sent to one fails with "rpc not supported for learner". NOSPACE recovery checks the
+# learners' files before disarming instead (decide.recovery.recover_disarm_problem).
+LEARNER_SKIPPED = (
+    'learner: etcd refuses Defragment on a learner ("rpc not supported for learner"): '
+    "defragment it offline (etcdutl defrag --data-dir) or remove and add it again"
+)
 NO_SPARE_NOTE = (
     "no member to spare: each defrag blocks reads too while it runs (writes are already "
     "refused under NOSPACE)"

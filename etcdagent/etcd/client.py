@@ -136,14 +136,23 @@ class MemberClient:
             {"action": "DEACTIVATE", "memberID": str(alarm.member_id), "alarm": alarm.alarm.value},
         )
 
-    def compact(self, revision: int, *, physical: bool = True) -> bool:
+    def compact(
+        self, revision: int, *, physical: bool = True, timeout: float | None = None
+    ) -> bool:
         """Compact the keyspace (cluster-wide, through raft).
 
-        Returns False when the revision was already compacted, which counts as done.
+        Returns False when the revision was already compacted, which counts as done. With
+        ``physical`` the member answers once it has compacted, which on a large history takes
+        longer than an ordinary request: ``timeout`` (compaction.request_timeout) is its own.
+        A timed-out request may still compact on the server (asked again, it answers "already
+        compacted"): the caller watches the members' metrics instead of trusting the answer.
         """
         try:
             self.call(
-                "compact", "/kv/compaction", {"revision": str(revision), "physical": physical}
+                "compact",
+                "/kv/compaction",
+                {"revision": str(revision), "physical": physical},
+                timeout=timeout,
             )
         except EtcdCompactedError:
             return False

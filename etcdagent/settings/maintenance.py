@@ -33,7 +33,16 @@ class CompactionSettings(SettingsGroup):
     )
     applied_timeout: Seconds = Field(
         default=30.0,
-        description="How long to wait for every member to apply a compaction before going on.",
+        description="How long to wait for every member to finish a compaction (also one whose "
+        "request timed out: it still runs on the server). No defrag starts before: the run "
+        "stops with a reason when it is not finished by then.",
+    )
+    request_timeout: Seconds = Field(
+        default=60.0,
+        description="Timeout of the compaction request itself (the member that serves it "
+        "answers once it has compacted, which takes longer than an ordinary request on a large "
+        "history). A request that times out is not an error: the compaction is watched until "
+        "every member has finished it (compaction.applied_timeout).",
     )
 
     @model_validator(mode="after")
@@ -100,6 +109,12 @@ class DefragSettings(SettingsGroup):
         default=0.9,
         description="NOSPACE recovery disarms only when the data in use is below this share of "
         "the quota; above it, the next writes would raise the alarm again.",
+    )
+    recover_retry_unrecoverable: Seconds = Field(
+        default=600.0,
+        description="After a NOSPACE recovery was refused because the data in use fills the "
+        "quota, the daemon tries again only when a member's in-use size or quota changed, or "
+        "after this long anyway.",
     )
     recovery_timeout: Seconds = Field(
         default=60.0,

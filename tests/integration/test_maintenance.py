@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -157,28 +157,31 @@ def compact_revision_of(cluster: EtcdCluster, index: int) -> int:
 def test_time_retention_uses_markers_and_never_compacts_younger_history(
     etcd_cluster: EtcdCluster,
 ) -> None:
+    """Markers are aged by etcd's lease clock: real seconds, whatever the agent's clock says
+    (here it is stuck in 2000, which the old timestamp-named markers would have believed)."""
     cluster = etcd_cluster
     settings = load_settings(
-        {"connection": {"endpoints": cluster.endpoints[0]}, "compaction": {"retain": "5m"}}
+        {"connection": {"endpoints": cluster.endpoints[0]}, "compaction": {"retain": "3s"}}
     )
-    t0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
-    now = [t0]
+    stuck = datetime(2000, 1, 1, tzinfo=UTC)
     key = base64.b64encode(b"/known/a").decode()
 
-    def at(when: datetime) -> Maintenance:
-        now[0] = when
-        return Maintenance(ClusterClient(settings), settings, clock=lambda: now[0])
+    def agent_run() -> Maintenance:
+        return Maintenance(ClusterClient(settings), settings, clock=lambda: stuck)
 
     cluster.put("/known/a", "before the first run")
-    first = at(t0).compact()
+    first = agent_run().compact()
     assert first.outcome is Outcome.NOTHING_TO_DO
-    assert "no revision is known to be older than 5m" in (first.reason or "")
-    marker_revision = cluster.put("/known/a", "after the first run") - 1
+    assert "no revision is known to be older than 3s" in (first.reason or "")
+    # The marker is two puts (created, then under its lease): its revision is the first.
+    marker_revision = cluster.put("/known/a", "after the first run") - 2
+    written = time.monotonic()
 
-    assert at(t0 + timedelta(minutes=4)).compact().outcome is Outcome.NOTHING_TO_DO
+    assert agent_run().compact().outcome is Outcome.NOTHING_TO_DO  # the marker is too young
     recent = cluster.put("/known/a", "after the second run")
+    time.sleep(max(0.0, written + 5 - time.monotonic()))  # 3 s, and etcd's whole seconds
 
-    third = at(t0 + timedelta(minutes=6)).compact()
+    third = agent_run().compact()
 
     assert third.outcome is Outcome.DONE, third.reason
     assert third.results[0].step.revision == marker_revision
@@ -376,6 +379,11 @@ def test_nospace_with_too_much_live_data_is_not_disarmed(
     etcd_cluster_factory: ClusterFactory,
 ) -> None:
     cluster = etcd_cluster_factory(size=3, quota_backend_bytes=16 * 1024**2)
+    # An agent that ran while writes worked keeps spare keys: deleting one under NOSPACE makes
+    # etcd's in-use sizes current, so the refusal comes before any defrag.
+    cluster.put("/known/a", "1")
+    cluster.put("/known/a", "2")
+    assert run("compact", "--endpoints", cluster.endpoints[0], "--retain-revisions", "0")[0] == 0
     nospace(cluster, n_keys=400, rounds=1)  # unique keys: the live data fills the file
 
     # Where exactly etcd stops a write differs between versions; with the bar at half the quota
@@ -391,6 +399,7 @@ def test_nospace_with_too_much_live_data_is_not_disarmed(
     assert report["outcome"] == "refused"
     assert "delete at least" in report["reason"]
     assert cluster.alarms() != []  # still armed: disarming would only re-raise it
+    assert defrag_intervals(cluster) == []  # decided after compaction, before any defrag
 
 
 def test_sigterm_mid_sweep_finishes_the_current_step_and_releases_the_lock(

@@ -40,6 +40,7 @@ EXPECTED_ALERTS = {
     "EtcdagentGateBlockingEveryWindow",
     "EtcdagentDefragOverBudget",
     "EtcdMemberNospace",
+    "EtcdagentNospaceUnrecoverable",
     "EtcdMemberHashKVMismatch",
     "EtcdQuotaHigh",
     "EtcdagentTimeToQuotaShort",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -81,7 +81,9 @@ class CycleRunner:
         self.revision_log = RevisionLog(monotonic)
         self.cluster = ClusterClient(self.settings, clock=clock)
         self.stop = threading.Event()
-        self.last_compaction: datetime | None = None
+        # When the last compaction was decided on, by this process's monotonic clock: a wall
+        # clock stepped back must not hold the compaction cadence for as long as the step.
+        self.last_compaction_at: float | None = None
         self.last_beat: float | None = None
         self.last_reachable: float | None = None
         self.busy_until: float | None = None
@@ -93,6 +95,12 @@ class CycleRunner:
         self.nospace_backoff = NospaceBackoff()  # a recovery refused as unrecoverable
         self._snapshot: ClusterSnapshot | None = None  # this cycle's observation
         self._last_logged: tuple[object, ...] | None = None
+
+    def last_compaction(self, now: datetime) -> datetime | None:
+        """The last compaction decision as a time before ``now``, aged by the monotonic clock."""
+        if self.last_compaction_at is None:
+            return None
+        return now - timedelta(seconds=max(0.0, self.monotonic() - self.last_compaction_at))
 
     def beat(self) -> None:
         self.last_beat = self.monotonic()
@@ -158,7 +166,7 @@ class CycleRunner:
             window,
             now,
             cluster_request_rate=self.history.cluster_request_rate(now),
-            last_compaction=self.last_compaction,
+            last_compaction=self.last_compaction(now),
         )
         self.last_decision = decision
         self.metrics.set_gates(decision.gates)
@@ -267,7 +275,7 @@ class CycleRunner:
         self.metrics.record_report(report, trigger)
         if any(p.phase == "compact" for p in report.plans):
             # Decided on (done, or nothing old enough yet): the cadence restarts either way.
-            self.last_compaction = self.clock()
+            self.last_compaction_at = self.monotonic()
         log.info(
             "maintenance run",
             trigger=trigger,

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from etcdagent.decide.consistency import check_peer, check_unavailable
-from etcdagent.decide.defrag_budget import held_back
+from etcdagent.decide.defrag_budget import estimate_defrag_seconds, held_back
 from etcdagent.decide.fence import fence_refusal
 from etcdagent.decide.gates import cluster_gate_failures, is_local, quorum_failure
 from etcdagent.decide.plan import Plan, Skip, Step, StepKind
@@ -152,11 +152,13 @@ def plan_defrag(
     reason_prefix: str = "",
     no_spare_ok: bool = False,
     local: str | None = None,
+    move_leader_over: float | None = None,
 ) -> Plan:
     """Which members to defragment, in which order, or why none.
 
     Refuses the whole sweep when a gate fails: a sweep that starts on an unhealthy cluster is how
-    maintenance causes the outage it should prevent.
+    maintenance causes the outage it should prevent. ``move_leader_over``: move the leadership
+    only when the leader's defrag is estimated to last at least that many seconds (recovery).
     """
     defrag = settings.defrag
     failures = cluster_gate_failures(snapshot, defrag)
@@ -176,7 +178,12 @@ def plan_defrag(
     if no_spare_ok and any(quorum_failure(snapshot, s) for s, _ in chosen):
         notes.append(NO_SPARE_NOTE)
     steps, sweep_notes = _sweep_steps(
-        snapshot, chosen, defrag, reason_prefix=reason_prefix, no_spare_ok=no_spare_ok
+        snapshot,
+        chosen,
+        defrag,
+        reason_prefix=reason_prefix,
+        no_spare_ok=no_spare_ok,
+        move_leader_over=move_leader_over,
     )
     return Plan(
         command=command,
@@ -193,6 +200,7 @@ def _sweep_steps(
     *,
     reason_prefix: str,
     no_spare_ok: bool,
+    move_leader_over: float | None = None,
 ) -> tuple[list[Step], list[str]]:
     """The defrag steps in sweep order, a leadership move before the leader's when asked, each
     with the member its HashKV is compared with afterwards, and the notes of a move that found
@@ -203,7 +211,10 @@ def _sweep_steps(
     done: list[MemberSnapshot] = []
     for snap in _order(snapshot, [s for s, _ in chosen]):
         leader = snapshot.role(snap) is Role.LEADER
-        if leader and settings.move_leader:
+        short = _short_leader_defrag(snap, settings, move_leader_over) if leader else None
+        if short is not None:
+            notes.append(short)
+        elif leader and settings.move_leader:
             move = _move_leader_step(snapshot, snap, done, settings.max_apply_lag)
             if move is None:
                 notes.append(NO_NEW_LEADER_NOTE)
@@ -222,6 +233,30 @@ def _sweep_steps(
         steps.append(step)
         done.append(snap)
     return steps, notes
+
+
+def _short_leader_defrag(
+    snap: MemberSnapshot, settings: DefragSettings, move_leader_over: float | None
+) -> str | None:
+    """Why the leader is defragmented in place (a recovery, a defrag shorter than what a move
+    costs), or None.
+
+    Under NOSPACE every write already fails, so what a move saves (writes and keep-alives stalled
+    for the leader's defrag) is worth less than what it costs: proposals in flight during the
+    transfer are dropped, and a client whose put was forwarded then waits for etcd's request
+    timeout (~6 s measured on 3.5.1, bench/bench_nospace_outage.py), against ~0.2 s for the
+    leader's defrag of 64 MiB.
+    """
+    if move_leader_over is None or not settings.move_leader:
+        return None
+    seconds = estimate_defrag_seconds(snap, settings)
+    if seconds >= move_leader_over:
+        return None
+    return (
+        f"the leader {snap.member.display_name} is defragmented in place: its defrag is "
+        f"estimated at {seconds:.1f}s, shorter than the write stall a leadership move costs "
+        f"during recovery (moved from {move_leader_over:g}s)"
+    )
 
 
 def _move_leader_step(

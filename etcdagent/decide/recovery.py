@@ -27,6 +27,21 @@ from etcdagent.units import format_bytes
 
 # -- NOSPACE recovery --------------------------------------------------------------------------
 
+# What a leadership move costs a writer during recovery: a put forwarded to the old leader while
+# it hands over is dropped, and its client waits for etcd's request timeout (6-7.6 s measured on
+# 3.5.1, bench/bench_nospace_outage.py).
+MOVE_STALL = 5.0
+
+
+def recovery_move_leader_over(settings: Settings) -> float:
+    """From how long an estimated leader defrag the recovery moves the leadership first.
+
+    Short defrags run in place: every write fails under NOSPACE anyway, and a move would cost
+    more than the defrag. A longer one is moved away from, as in maintenance, and so is one long
+    enough to let the recovery's own lease (renewed only by the leader) lapse: a third of its TTL.
+    """
+    return min(MOVE_STALL, settings.lock.ttl / 3)
+
 
 def plan_recover(
     snapshot: ClusterSnapshot, settings: Settings, *, sizes_current: bool = True
@@ -74,7 +89,14 @@ def plan_recover(
                 refusal=unrecoverable_refusal(shortfalls, max_use),
                 notes=tuple(notes),
             )
-    defrags = plan_defrag(snapshot, settings, force=True, command="recover", no_spare_ok=True)
+    defrags = plan_defrag(
+        snapshot,
+        settings,
+        force=True,
+        command="recover",
+        no_spare_ok=True,
+        move_leader_over=recovery_move_leader_over(settings),
+    )
     if defrags.refusal:
         return Plan(command="recover", refusal=defrags.refusal, notes=tuple(notes))
     steps.extend(defrags.steps)

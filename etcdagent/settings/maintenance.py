@@ -23,8 +23,9 @@ class CompactionSettings(SettingsGroup):
     retain: Annotated[SecondsOrZero | None, Nullable] = Field(
         default=300.0,
         description="Keep at least this much history by time (default 5m, what kube-apiserver's "
-        "watchers need). Found from timestamped marker keys the agent writes under /etcdagent/ "
-        "on each run: until a marker is older than this, nothing is compacted by time.",
+        "watchers need). Measured by etcd's clock, not the agent's: marker keys under /etcdagent/ "
+        "carry a lease whose remaining TTL tells their age; until one is older than this, "
+        "nothing is compacted by time.",
     )
     retain_revisions: int | None = Field(
         default=None,

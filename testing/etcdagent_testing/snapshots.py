@@ -136,11 +136,16 @@ def alarm(name: str, kind: AlarmType = AlarmType.NOSPACE) -> Alarm:
 
 
 def settings(
-    *, defrag: dict[str, Any] | None = None, compaction: dict[str, Any] | None = None
+    *,
+    defrag: dict[str, Any] | None = None,
+    compaction: dict[str, Any] | None = None,
+    lock: dict[str, Any] | None = None,
 ) -> Settings:
     overrides: dict[str, Any] = {}
     if defrag is not None:
         overrides["defrag"] = defrag
     if compaction is not None:
         overrides["compaction"] = compaction
+    if lock is not None:
+        overrides["lock"] = lock
     return load_settings(overrides)

@@ -605,7 +605,8 @@ def test_no_disarm_problem_when_the_live_data_leaves_room() -> None:
 
 
 def test_recover_with_move_leader_still_ends_with_disarm_and_probe() -> None:
-    snapshot = cluster(snap("m1"), snap("m2"), snap("m3"), alarms=(alarm("m1"),))
+    # A leader defrag long enough (6 s estimated) to be moved away from during recovery.
+    snapshot = cluster(snap("m1", in_use=300 * MIB), snap("m2"), snap("m3"), alarms=(alarm("m1"),))
     plan = plan_recover(snapshot, settings(defrag={"move_leader": True}))
     assert kinds(plan) == [
         StepKind.COMPACT,

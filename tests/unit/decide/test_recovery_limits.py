@@ -211,3 +211,34 @@ def test_metrics_count_refusals_and_say_how_much_to_delete(refusals: int) -> Non
     assert value("etcdagent_nospace_unrecoverable") == 0
     assert value("etcdagent_nospace_unrecoverable_refusals_total") == refusals
     assert value("etcdagent_nospace_to_delete_bytes", {"member": "m1", "member_id": "a1"}) is None
+
+
+# -- leadership during recovery ------------------------------------------------------------------
+
+
+def test_recovery_defragments_a_leader_with_a_short_defrag_in_place() -> None:
+    """Under NOSPACE a move costs a forwarded put etcd's request timeout (~6 s) and saves nothing
+    (writes fail anyway): a 2 s leader defrag runs in place, and the plan says why."""
+    snapshot = cluster(snap("m1"), snap("m2"), snap("m3"), alarms=(alarm("m1"),))
+    plan = plan_recover(snapshot, settings())
+
+    assert [s.kind for s in plan.steps if s.kind is StepKind.MOVE_LEADER] == []
+    assert [s.member_name for s in plan.steps if s.kind is StepKind.DEFRAG][-1] == "m1"
+    assert any("defragmented in place" in n and "m1" in n for n in plan.notes), plan.notes
+
+
+def test_recovery_moves_leadership_away_from_a_long_leader_defrag() -> None:
+    snapshot = cluster(snap("m1", in_use=300 * MIB), snap("m2"), snap("m3"), alarms=(alarm("m1"),))
+    plan = plan_recover(snapshot, settings())
+
+    moves = [s for s in plan.steps if s.kind is StepKind.MOVE_LEADER]
+    assert [m.member_name for m in moves] == ["m1"]
+    assert not any("defragmented in place" in n for n in plan.notes)
+
+
+def test_a_short_lock_ttl_lowers_the_threshold_for_moving() -> None:
+    """A 3 s lease lapses during a 2 s leader defrag's keep-alive gap sooner: move from 1 s."""
+    snapshot = cluster(snap("m1"), snap("m2"), snap("m3"), alarms=(alarm("m1"),))
+    plan = plan_recover(snapshot, settings(lock={"ttl": 3}))
+
+    assert [s.member_name for s in plan.steps if s.kind is StepKind.MOVE_LEADER] == ["m1"]

@@ -85,10 +85,31 @@ class EtcdMember:
             hard_kill(self._proc)
         self._paused = False
 
-    def stop(self) -> None:
-        """SIGSTOP the process (freeze it: it stops answering but keeps its sockets)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGSTOP the process (freeze it: it stops answering but keeps its sockets).
+
+        Returns once every thread is stopped: a thread inside an uninterruptible call (an fsync
+        on a loaded disk) stops only when the call returns, and until then the member may still
+        answer (a harness test saw a status answered after the signal, in CI).
+        """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        deadline = time.monotonic() + timeout
+        while not self._all_threads_stopped():
+            if time.monotonic() >= deadline:
+                raise EtcdHarnessError(f"{self.name} did not stop within {timeout:g}s of SIGSTOP")
+            time.sleep(0.01)
+
+    def _all_threads_stopped(self) -> bool:
+        """Whether /proc shows every thread of the process in the stopped state (T)."""
+        assert self._proc is not None
+        tasks = Path(f"/proc/{self._proc.pid}/task")
+        try:
+            stats = [(t / "stat").read_text() for t in tasks.iterdir()]
+        except OSError:
+            return True  # gone, or not Linux: nothing left to wait for
+        # The state follows the parenthesised command name, which may itself hold spaces.
+        return all(stat.rsplit(")", 1)[1].split()[0] in ("T", "t") for stat in stats)
 
     def cont(self) -> None:
         """SIGCONT a process frozen by :meth:`stop`."""

@@ -132,6 +132,7 @@ def test_three_replicas_recover_each_incident_once(
     with replicas(cluster, tmp_path) as procs:
         wait_for(lambda: slots_ready(cluster), 30, "the replicas to keep the recovery slots")
         seen = 0
+        operator_recoveries = 0
         for incident in range(INCIDENTS):
             fill(cluster)
             joiners: list[subprocess.Popen[str]] = []
@@ -156,9 +157,16 @@ def test_three_replicas_recover_each_incident_once(
                 assert joiner.returncode in (0, 1) and "Traceback" not in err, err[-3000:]
                 if joiner is joiners[0]:  # the operator's `recover`
                     report = json.loads(out)
-                    # It waited for the replica's claim: busy, or nothing left once it ended.
-                    assert report["outcome"] in ("refused", "nothing-to-do"), report
-                    assert not any(r["step"]["kind"] == "defrag" for r in report["results"])
+                    # Either a replica claimed the incident first (the operator's recover then
+                    # found it busy, or nothing left once it ended), or the operator's did: it
+                    # claims a recovery slot like a replica, and the replicas detect the alarm
+                    # within a second, so either may win. Never both: each member is
+                    # defragmented once per incident (below).
+                    assert report["outcome"] in ("refused", "nothing-to-do", "done"), report
+                    if report["outcome"] == "done":
+                        operator_recoveries += 1
+                    else:
+                        assert not any(r["step"]["kind"] == "defrag" for r in report["results"])
             wait_for(lambda: slots_ready(cluster), 30, f"incident {incident}: slots given back")
             assert cluster.put(f"/after/{incident}", "written") > 0
             done = defrags_since(cluster, seen)
@@ -174,5 +182,5 @@ def test_three_replicas_recover_each_incident_once(
         assert cluster.get(f"/after/{i}") == b"written"
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("replica-*.log")))
     assert "Traceback" not in logs
-    assert logs.count('"nospace recovery claimed"') == INCIDENTS
+    assert logs.count('"nospace recovery claimed"') == INCIDENTS - operator_recoveries
     assert_healthy_end(cluster, known)

@@ -4,6 +4,7 @@ recovery's timing: pure logic, no etcd (the endpoint, 127.0.0.1:1, never answers
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,14 @@ def make_settings(**groups: Any) -> Settings:
     for key, value in groups.items():
         data[key] = {**data.get(key, {}), **value}
     return load_settings(data)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for daemon in made:
+        daemon.cluster.close()
 
 
 def build(daemons: list[Daemon], settings: Settings | None = None, *, once: bool = False) -> Daemon:

@@ -4,6 +4,7 @@ logged configuration, and one cycle against a cluster that does not answer (127.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,14 @@ def make_settings(**groups: Any) -> Settings:
 @pytest.fixture
 def monotonic() -> FakeMonotonic:
     return FakeMonotonic()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for daemon in made:
+        daemon.cluster.close()
 
 
 def build(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from etcdagent.act.compact_rev_key_move import move_compact_rev_key
 from etcdagent.act.step_context import StepContext
 from etcdagent.act.step_results import StepResult, StepStatus
 from etcdagent.decide.plan import Step
@@ -74,6 +75,17 @@ class CompactionStep:
         assert step.revision is not None and step.endpoint is not None
         settings = self.ctx.settings.compaction
         member = self.ctx.cluster.member(step.endpoint, step.member_name or "")
+        if step.cas_version is not None:
+            moved, version = move_compact_rev_key(member, step.cas_version, step.revision)
+            if not moved:
+                return self.ctx.result(
+                    step,
+                    StepStatus.SKIPPED,
+                    f"compact_rev_key moved meanwhile (version {step.cas_version} -> {version}): "
+                    "kube-apiserver (or another agent) just compacted; not compacting this time",
+                    started_at=started_at,
+                    duration=self.ctx.elapsed(t0),
+                )
         first = self.ctx.observe()
         before = _Before(_compactions_finished(first), _compacted_revisions(first))
         timed_out: str | None = None

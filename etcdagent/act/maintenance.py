@@ -31,6 +31,7 @@ from etcdagent.act.run_report import (
 from etcdagent.act.step_sweep import StepSweep
 from etcdagent.act.sweep_lock import SweepLock
 from etcdagent.clock import utcnow
+from etcdagent.decide.apiserver import ApiserverCompaction, KeyWitness, judge_apiserver
 from etcdagent.decide.compaction import Marker, Observation, plan_compaction
 from etcdagent.decide.defrag import plan_defrag
 from etcdagent.decide.plan import Plan, StepKind
@@ -43,7 +44,8 @@ from etcdagent.decide.recovery import (
     unrecoverable_refusal,
 )
 from etcdagent.errors import EtcdError
-from etcdagent.etcd.client import ClusterClient
+from etcdagent.etcd.client import ClusterClient, MemberClient
+from etcdagent.observe.compact_rev_key_read import read_compact_rev_key
 from etcdagent.observe.snapshot import ClusterSnapshot
 from etcdagent.settings import Settings
 
@@ -100,11 +102,15 @@ class Maintenance:
         monotonic: Callable[[], float] = time.monotonic,
         unlocked_fallback: bool = True,
         observations: Sequence[Observation] = (),
+        key_witness: KeyWitness | None = None,
     ) -> None:
         """``observations``: the daemon's own (age, revision) record, checked against the
-        retention markers (none for a one-shot command)."""
+        retention markers; ``key_witness``: what it saw of compact_rev_key (neither for a
+        one-shot command)."""
         self.cluster = cluster
         self.observations = tuple(observations)
+        self.key_witness = key_witness
+        self.apiserver: ApiserverCompaction | None = None  # the last judgement on the key
         self.settings = settings
         self.dry_run = dry_run
         self.local_member = settings.daemon.local_member
@@ -129,16 +135,13 @@ class Maintenance:
     def _ensure_lock(self) -> None:
         self._lock.ensure_held()
 
-    def _markers(self, snapshot: ClusterSnapshot, report: RunReport) -> list[Marker]:
+    def _reader(self, snapshot: ClusterSnapshot) -> MemberClient | None:
+        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        return self.executor.client_for(via) if via is not None else None
+
+    def _markers(self, client: MemberClient, report: RunReport) -> list[Marker]:
         """Read the retention markers, and in a real run record this moment as a new one when
         the newest is old enough (markers are thin: each read asks etcd one age per marker)."""
-        via = next(
-            (m for m in snapshot.voting if m.reachable and m.endpoint),
-            None,
-        )
-        if via is None:
-            return []
-        client = self.executor.client_for(via)
         try:
             read = read_markers(client)
         except EtcdError as exc:
@@ -147,24 +150,44 @@ class Maintenance:
         if self.dry_run:
             return read.markers
         retain = self.settings.compaction.retain
+        # Also kept: a marker old enough to show compact_rev_key quiet for two intervals.
+        horizon = 2 * max(
+            self.settings.compaction.apiserver_interval,
+            (self.key_witness.interval if self.key_witness else None) or 0.0,
+        )
         try:
             written = None
             if due(read.markers, retain):
                 # The wall clock goes into the value for humans only; no decision reads it.
                 holder = default_holder(report.command)
                 written = write_marker(client, retain, holder, self.clock())
-            prune_markers(client, read, retain, written)
+            prune_markers(client, read, retain, written, horizons=(horizon,))
         except EtcdError as exc:
             report.notes.append(f"retention marker not written: {exc}")
         return read.markers
 
+    def judge_apiserver(
+        self, client: MemberClient, markers: Sequence[Marker]
+    ) -> ApiserverCompaction:
+        """Whether kube-apiserver compacts, from one read of compact_rev_key."""
+        try:
+            key = read_compact_rev_key(client)
+        except EtcdError as exc:
+            judged = judge_apiserver(None, self.settings.compaction, error=str(exc))
+        else:
+            judged = judge_apiserver(key, self.settings.compaction, markers, self.key_witness)
+        self.apiserver = judged
+        return judged
+
     def _decide_compaction(self, report: RunReport, snapshot: ClusterSnapshot) -> Plan:
-        markers = self._markers(snapshot, report)
+        client = self._reader(snapshot)
+        markers = self._markers(client, report) if client is not None else []
+        apiserver = self.judge_apiserver(client, markers) if client is not None else None
         return self._record.decided(
             report,
             "compact",
             "now",
-            plan_compaction(snapshot, self.settings, markers, self.observations),
+            plan_compaction(snapshot, self.settings, markers, self.observations, apiserver),
         )
 
     def _run_compaction(self, report: RunReport, plan: Plan) -> Outcome | None:

@@ -58,6 +58,7 @@ import base64
 import json
 import math
 import secrets
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -218,11 +219,14 @@ def write_marker(member: MemberClient, retain: float | None, holder: str, wall: 
     return Marker(revision=revision, age=0.0, key=key, lease=lease)
 
 
-def doomed_markers(markers: list[Marker], retain: float | None) -> list[Marker]:
+def doomed_markers(
+    markers: list[Marker], retain: float | None, horizons: Sequence[float] = ()
+) -> list[Marker]:
     """The valid markers no retention decision can need again.
 
     Kept: every marker younger than the retention (in revision order), and the newest older one
-    (today's compaction target). With no time retention (or retain 0), only the newest.
+    (today's compaction target). With no time retention (or retain 0), only the newest. Also the
+    newest older than each of ``horizons`` (how long compact_rev_key has been quiet at least).
     """
     ordered = in_revision_order(markers)
     if not ordered:
@@ -232,6 +236,9 @@ def doomed_markers(markers: list[Marker], retain: float | None) -> list[Marker]:
     else:
         old = [m for m in ordered if m.age >= retain]
         kept = old[-1:] + [m for m in ordered if m.age < retain]
+    for horizon in horizons:
+        kept += [m for m in [m for m in ordered if m.age >= horizon][-1:] if m not in kept]
+    kept.sort(key=lambda m: m.revision)
     kept_keys = {m.key for m in kept}
     doomed = [m for m in ordered if m.key not in kept_keys]
     if len(kept) > MAX_MARKERS:
@@ -256,7 +263,11 @@ def doomed_invalid(read: MarkerRead) -> list[KeyValue]:
 
 
 def prune_markers(
-    member: MemberClient, read: MarkerRead, retain: float | None, written: Marker | None = None
+    member: MemberClient,
+    read: MarkerRead,
+    retain: float | None,
+    written: Marker | None = None,
+    horizons: Sequence[float] = (),
 ) -> int:
     """Revoke the markers no decision can need and delete the invalid keys; how many went.
 
@@ -265,7 +276,7 @@ def prune_markers(
     """
     count = 0
     markers = read.markers if written is None else [*read.markers, written]
-    for marker in doomed_markers(markers, retain):
+    for marker in doomed_markers(markers, retain, horizons):
         _revoke(member, marker.lease)
         count += 1
     for kv in doomed_invalid(read):

@@ -40,6 +40,7 @@ FLAG_TO_SETTING = {
 MAINTENANCE_FLAGS = {
     "retain": ("compaction", "retain"),
     "retain_revisions": ("compaction", "retain_revisions"),
+    "compaction_mode": ("compaction", "mode"),
     "lock_timeout": ("lock", "timeout"),
     "move_leader": ("defrag", "move_leader"),
     "wait_between": ("defrag", "wait_between"),
@@ -215,6 +216,12 @@ def retention_options(fn: F) -> F:
                 help="Keep at least this many revisions. Unless --retain (or compaction.retain) "
                 "is set too, it replaces the default time retention; with both, more history "
                 "wins.",
+            ),
+            click.option(
+                "--compaction-mode",
+                type=click.Choice(["auto", "always", "never"]),
+                help="auto (default): leave compaction to kube-apiserver while it compacts; "
+                "always: compact whatever it does; never: do not compact.",
             ),
         ],
     )

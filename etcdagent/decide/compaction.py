@@ -14,13 +14,17 @@ Pure: the markers' ages and the observations are passed in; no ``now`` takes par
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from etcdagent.decide.plan import Plan, Step, StepKind
 from etcdagent.observe.snapshot import ClusterSnapshot
-from etcdagent.settings import CompactionSettings, Settings
+from etcdagent.settings import CompactionMode, CompactionSettings, Settings
 from etcdagent.units import format_duration
+
+if TYPE_CHECKING:  # decide.apiserver builds on the markers defined here
+    from etcdagent.decide.apiserver import ApiserverCompaction
 
 Observation = tuple[float, int]
 """(seconds ago by the agent's monotonic clock, the cluster's revision then)."""
@@ -171,10 +175,11 @@ def compaction_target(
 
 
 def compact_step(
-    snapshot: ClusterSnapshot, target: int, reason: str
+    snapshot: ClusterSnapshot, target: int, reason: str, cas_version: int | None = None
 ) -> tuple[Step | None, str | None]:
     """Compaction goes through raft: sent to the leader (no forwarding), or to another answering
-    voting member when the leader does not answer this agent."""
+    voting member when the leader does not answer this agent. ``cas_version``: the version of
+    compact_rev_key to move first (kube-apiserver's transaction)."""
     leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id is not None else None
     via = leader if leader is not None and leader.reachable else None
     if via is None:
@@ -195,6 +200,7 @@ def compact_step(
             member_name=via.member.name,
             endpoint=via.endpoint,
             revision=target,
+            cas_version=cas_version,
         ),
         None,
     )
@@ -205,7 +211,10 @@ def plan_compaction(
     settings: Settings,
     markers: Sequence[Marker],
     observations: Sequence[Observation] = (),
+    apiserver: ApiserverCompaction | None = None,
 ) -> Plan:
+    """``apiserver``: the judgement on compact_rev_key (None: not read, compacts as if absent;
+    the commands always read it)."""
     voting_answering = sum(m.reachable for m in snapshot.voting)
     if voting_answering < snapshot.quorum or snapshot.leader_id is None:
         # The first silent member's error says why (down, or refusing this user its status).
@@ -218,10 +227,42 @@ def plan_compaction(
             + ("" if snapshot.leader_id is not None else ", no leader")
             + why,
         )
+    held = left_to_apiserver(settings.compaction, apiserver)
+    if held is not None:
+        return Plan(command="compact", notes=(f"nothing to compact: {held}",))
     target, why = compaction_target(snapshot, settings.compaction, markers, observations)
     if target is None:
         return Plan(command="compact", notes=(f"nothing to compact: {why}",))
-    step, problem = compact_step(snapshot, target, why)
+    cas_version = None
+    if apiserver is not None and apiserver.key is not None and apiserver.key.exists:
+        cas_version = apiserver.key.version
+        why += (
+            f"; moves compact_rev_key from version {cas_version} to this revision first, as "
+            "kube-apiserver does (its watch caches and compactions follow the key)"
+        )
+    step, problem = compact_step(snapshot, target, why, cas_version)
     if step is None:
         return Plan(command="compact", refusal=problem)
     return Plan(command="compact", steps=(step,))
+
+
+def left_to_apiserver(
+    settings: CompactionSettings, apiserver: ApiserverCompaction | None
+) -> str | None:
+    """Why the agent does not compact on its cadence (compaction.mode and compact_rev_key)."""
+    if settings.mode is CompactionMode.NEVER:
+        return "compaction.mode is never (a NOSPACE recovery still compacts)"
+    if settings.mode is CompactionMode.ALWAYS or apiserver is None:
+        return None
+    if apiserver.key is None:
+        return (
+            f"{apiserver.describe()}: with compaction.mode auto nothing is compacted while it "
+            "is unknown whether kube-apiserver compacts"
+        )
+    if apiserver.leaves_compaction:
+        quiet = format_duration(apiserver.horizon)
+        return (
+            f"{apiserver.describe()}; compaction.mode auto leaves compaction to whoever moves "
+            f"compact_rev_key and takes over once it has been quiet for {quiet}"
+        )
+    return None

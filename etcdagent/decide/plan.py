@@ -33,6 +33,7 @@ class Step(BaseModel):
     member_name: str | None = None
     endpoint: str | None = None
     revision: int | None = None  # compact: the target revision
+    cas_version: int | None = None  # compact: move compact_rev_key from this version first
     target_id: int | None = None  # move-leader: the new leader
     target_name: str | None = None
     timeout: float | None = None  # defrag: scaled with the file size

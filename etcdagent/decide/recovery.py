@@ -66,7 +66,10 @@ def plan_recover(
         return Plan(command="recover", refusal="no member reports a revision")
     notes = [
         "retention shortened to 0 for the recovery: the cluster refuses every write until space "
-        "is reclaimed; watchers whose history is dropped will relist"
+        "is reclaimed; watchers whose history is dropped will relist",
+        "compacts whatever compaction.mode says and whether kube-apiserver compacts: under "
+        "NOSPACE etcd refuses the put of compact_rev_key's transaction, so the key is left as "
+        "it is (an apiserver's next compaction to a lower revision is refused as already done)",
     ]
     steps: list[Step] = []
     compacted = compacted_revision(snapshot)

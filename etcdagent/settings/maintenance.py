@@ -3,6 +3,7 @@ must be open before it starts, and the emergencies that do not wait for a window
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -17,8 +18,32 @@ from etcdagent.settings.fields import (
 )
 
 
+class CompactionMode(StrEnum):
+    """Who compacts: the agent, or kube-apiserver (which compacts every 5m by itself)."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 class CompactionSettings(SettingsGroup):
     """Compaction by revision, keeping a retention so watchers (kube-apiserver) keep history."""
+
+    mode: CompactionMode = Field(
+        default=CompactionMode.AUTO,
+        description="auto: leave compaction to kube-apiserver while it compacts (its key "
+        "compact_rev_key moved within two of its intervals), compact with the retention when "
+        "none does, taking part in the same compact_rev_key transaction where the key exists. "
+        "always: compact on the agent's cadence whatever kube-apiserver does (still through "
+        "the transaction). never: the agent does not compact (NOSPACE recovery still may, and "
+        "says so).",
+    )
+    apiserver_interval: Seconds = Field(
+        default=300.0,
+        description="kube-apiserver's --etcd-compaction-interval (default 5m). The daemon "
+        "measures the interval from the key's moves and uses the longer of the two; "
+        "compact_rev_key quiet for twice this long means no apiserver compacts.",
+    )
 
     retain: Annotated[SecondsOrZero | None, Nullable] = Field(
         default=300.0,

@@ -80,3 +80,14 @@ def role_changes(member: EtcdMember) -> list[tuple[datetime, str]]:
             role = msg.split(" became ", 1)[1].split(" ", 1)[0]
             changes.append((when, role))
     return changes
+
+
+def compactions(member: EtcdMember) -> list[int]:
+    """The revisions this member finished compacting to, in order, from its own log (every
+    member compacts each revision once: a list per member, not per cluster)."""
+    found: list[int] = []
+    for line in member.log_lines():
+        revision = line.get("compact-revision")
+        if line.get("msg") == "finished scheduled compaction" and isinstance(revision, int):
+            found.append(revision)
+    return found

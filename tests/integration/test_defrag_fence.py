@@ -266,7 +266,14 @@ def test_an_agent_killed_mid_defrag_never_leads_to_two_defrags_at_once(proxied: 
     intervals = since(cluster, mark)
     assert max_concurrent_defrags(intervals) == 1, (intervals, refusals)
     assert all(i.end is not None for i in intervals), intervals
-    assert len(intervals) == 4  # the killed agent's one, then the second agent's sweep
+    assert (intervals[0].member, intervals[0].start) == (killed.member, killed.start)
+    # The successful run swept every member after the killed agent's defrag ended.
+    assert sorted(i.member for i in intervals[-3:]) == ["m1", "m2", "m3"], intervals
+    # The killed agent's one, then the second agent's sweep; more only when a run stopped
+    # part-way for another reason than the fence (under CI load, e.g. its 2 s lock lease
+    # lapsing), which the run reported.
+    fenced = "a defrag is running on"
+    assert len(intervals) == 4 or any(fenced not in r for r in refusals), (intervals, refusals)
     assert_intact(cluster, proxied.known)
     cluster.wait_healthy()
     # What held the second agent back while the killed one's defrag ran (the lock, then the

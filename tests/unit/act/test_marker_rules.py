@@ -57,6 +57,13 @@ def test_prune_keeps_young_markers_and_the_newest_old_one() -> None:
     assert [m.key for m in doomed_markers(MARKERS, 300)] == ["a", "b"]
 
 
+def test_prune_also_keeps_the_newest_marker_older_than_each_horizon() -> None:
+    """One that can prove compact_rev_key quiet for two apiserver intervals (10m)."""
+    assert [m.key for m in doomed_markers(MARKERS, 300, horizons=(600,))] == ["a"]
+    assert [m.key for m in doomed_markers(MARKERS, 300, horizons=(360,))] == ["a", "b"]
+    assert [m.key for m in doomed_markers(MARKERS, None, horizons=(600,))] == ["a", "c", "d"]
+
+
 def test_prune_without_time_retention_keeps_only_the_newest() -> None:
     assert [m.key for m in doomed_markers(MARKERS, None)] == ["a", "b", "c", "d"]
 

@@ -48,8 +48,11 @@ class CompactRevKeyLog:
             return None
         moves = list(self._moves)
         gaps = [b - a for a, b in itertools.pairwise(moves)]
+        assert self._state is not None
         return KeyWitness(
             quiet_for=self._monotonic() - self._since,
+            version=self._state[0],
+            mod_revision=self._state[1],
             interval=statistics.median(gaps) if gaps else None,
             moves_seen=len(moves),
         )

@@ -37,6 +37,8 @@ class KeyWitness(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     quiet_for: float  # seconds it has seen the key in its current state
+    version: int = 0  # that state: a key read later in another state gets no witness
+    mod_revision: int = 0
     interval: float | None = None  # the apiservers' interval, measured from the moves it saw
     moves_seen: int = 0  # moves by an apiserver it saw happen
 
@@ -134,7 +136,10 @@ def judge_apiserver(
             measured_interval=measured,
         )
     bounds = [quiet_by_markers(markers, key.mod_revision)]
-    if witness is not None:
+    if witness is not None and (witness.version, witness.mod_revision) == (
+        key.version,
+        key.mod_revision,
+    ):
         bounds.append(witness.quiet_for)
     known = [b for b in bounds if b is not None]
     return ApiserverCompaction(

@@ -17,9 +17,17 @@ OURS = CompactRevKey(revision=5000, version=8, value=4700, mod_revision=4900, ag
 ABSENT = CompactRevKey(revision=5000)
 
 
+def witness(quiet: float, interval: float | None = None) -> KeyWitness:
+    return KeyWitness(
+        quiet_for=quiet, interval=interval, version=KEY.version, mod_revision=KEY.mod_revision
+    )
+
+
 def plan(key: CompactRevKey | None, *, quiet: float | None = None, mode: str = "auto") -> Plan:
     s = settings(compaction={"retain_revisions": 100, "mode": mode})
-    witness = KeyWitness(quiet_for=quiet) if quiet is not None else None
+    witness = None
+    if quiet is not None and key is not None:
+        witness = KeyWitness(quiet_for=quiet, version=key.version, mod_revision=key.mod_revision)
     judged = judge_apiserver(key, s.compaction, (), witness, error="refused")
     return plan_compaction(three(revision=5000), s, [], (), judged)
 
@@ -85,11 +93,19 @@ def test_markers_written_after_the_last_move_prove_its_age_only_they() -> None:
 
 
 def test_a_longer_measured_interval_waits_longer_a_shorter_one_does_not_hurry() -> None:
-    longer = judge_apiserver(KEY, AUTO.compaction, (), KeyWitness(quiet_for=15 * MIN, interval=600))
+    longer = judge_apiserver(KEY, AUTO.compaction, (), witness(15 * MIN, 600))
     assert longer.horizon == 20 * MIN and not longer.quiet
     assert "every ~10m" in longer.describe()
-    shorter = judge_apiserver(KEY, AUTO.compaction, (), KeyWitness(quiet_for=9 * MIN, interval=60))
+    shorter = judge_apiserver(KEY, AUTO.compaction, (), witness(9 * MIN, 60))
     assert shorter.horizon == 10 * MIN and not shorter.quiet
+
+
+def test_what_the_daemon_saw_of_another_state_of_the_key_proves_nothing() -> None:
+    """Moved between the daemon's read and this one: the long quiet time was the old state's."""
+    moved = KEY.model_copy(update={"version": 8, "mod_revision": 4990})
+    assert judge_apiserver(KEY, AUTO.compaction, (), witness(15 * MIN)).quiet
+    judged = judge_apiserver(moved, AUTO.compaction, (), witness(15 * MIN))
+    assert judged.quiet_for is None and not judged.quiet
 
 
 def test_the_value_is_read_as_apiservers_write_it() -> None:

@@ -12,23 +12,28 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from etcdagent.act.maintenance import Maintenance
 from etcdagent.act.run_report import Outcome, PlanListener, RunReport
+from etcdagent.act.step_results import StepResult, StepStatus
+from etcdagent.agent.compact_rev_key_log import CompactRevKeyLog
+from etcdagent.agent.doctor_watch import DoctorWatch
 from etcdagent.agent.metrics import AgentMetrics
 from etcdagent.agent.nospace_backoff import NospaceBackoff
 from etcdagent.agent.revision_log import RevisionLog
 from etcdagent.clock import utcnow
+from etcdagent.decide.apiserver import ApiserverCompaction, judge_apiserver
 from etcdagent.decide.compaction import current_revision
+from etcdagent.decide.gates import local_member_unmatched
 from etcdagent.decide.plan import Step
 from etcdagent.decide.triggers import Action, CycleDecision, Trigger, decide_cycle
 from etcdagent.decide.windows import WindowState, describe, window_state
-from etcdagent.errors import ClusterUnavailableError, EtcdAgentError
+from etcdagent.errors import ClusterUnavailableError, EtcdAgentError, EtcdError
 from etcdagent.etcd.client import ClusterClient
+from etcdagent.observe.compact_rev_key_read import read_compact_rev_key
 from etcdagent.observe.gather import take_snapshot
 from etcdagent.observe.signals import SignalHistory
 from etcdagent.observe.snapshot import ClusterSnapshot
@@ -38,7 +43,8 @@ log = structlog.get_logger()
 
 
 class _Heartbeat(PlanListener):
-    """Keeps /healthz green while a long step (a multi-minute defrag) is legitimately running."""
+    """Keeps /healthz and /readyz green while a long step (a multi-minute defrag) is
+    legitimately running: the cycle observes again only after the sweep."""
 
     def __init__(self, runner: CycleRunner) -> None:
         self.runner = runner
@@ -50,9 +56,11 @@ class _Heartbeat(PlanListener):
         )
         self.runner.busy_until = self.runner.monotonic() + budget
 
-    def finished(self, result: Any) -> None:
+    def finished(self, result: StepResult) -> None:
         self.runner.busy_until = None
         self.runner.beat()
+        if result.status in (StepStatus.DONE, StepStatus.ALREADY_DONE):
+            self.runner.last_reachable = self.runner.monotonic()  # the step reached etcd
 
 
 class CycleRunner:
@@ -79,6 +87,10 @@ class CycleRunner:
         self.history = SignalHistory(lookback=self.settings.daemon.lookback)
         # Which revision was current when, by the monotonic clock: checks the retention markers.
         self.revision_log = RevisionLog(monotonic)
+        # When kube-apiserver's compact_rev_key last moved, by the monotonic clock.
+        self.key_log = CompactRevKeyLog(monotonic)
+        self.apiserver: ApiserverCompaction | None = None  # this cycle's judgement
+        self.doctor = DoctorWatch(self.metrics.doctor, monotonic)  # `doctor` checks per cycle
         self.cluster = ClusterClient(self.settings, clock=clock)
         self.stop = threading.Event()
         # When the last compaction was decided on, by this process's monotonic clock: a wall
@@ -95,6 +107,7 @@ class CycleRunner:
         self.nospace_backoff = NospaceBackoff()  # a recovery refused as unrecoverable
         self._snapshot: ClusterSnapshot | None = None  # this cycle's observation
         self._last_logged: tuple[object, ...] | None = None
+        self._local_unmatched: str | None = None  # why --local-member names no member, if so
 
     def last_compaction(self, now: datetime) -> datetime | None:
         """The last compaction decision as a time before ``now``, aged by the monotonic clock."""
@@ -148,6 +161,7 @@ class CycleRunner:
         snapshot = take_snapshot(self.cluster)
         self._check_cluster_id(snapshot)
         self.revision_log.record(current_revision(snapshot))
+        self._read_compact_rev_key(snapshot)
         self.known_endpoints = tuple(m.endpoint for m in snapshot.voting if m.endpoint)
         # Decide at the time of the observation: samples stamped after a `now` taken before
         # the scrape would count as "from the future" and be left out.
@@ -157,6 +171,7 @@ class CycleRunner:
         self.history.observe(snapshot)
         signals = self.history.signals(now)
         self.metrics.observe_snapshot(snapshot, signals)
+        self._local_member_observed(snapshot)
         window = self._window(now)
         self.metrics.set_window(window.open, window.next_start)
         decision = decide_cycle(
@@ -170,9 +185,31 @@ class CycleRunner:
         )
         self.last_decision = decision
         self.metrics.set_gates(decision.gates)
+        self.doctor.observe(
+            self.cluster, self.settings, snapshot, signals, now,
+            cluster_request_rate=self.history.cluster_request_rate(now),
+            apiserver=self.apiserver, once=self.once,
+        )  # fmt: skip
         self._log_decision(decision, window)
         self._nospace_observed(snapshot)
         self.last_report = self._act(decision, window)
+
+    def _read_compact_rev_key(self, snapshot: ClusterSnapshot) -> None:
+        """Every cycle: the daemon's witness of how long compact_rev_key has been quiet (the
+        markers alone prove a quiet key only once one older than two intervals exists)."""
+        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        if via is None or via.endpoint is None:
+            return
+        settings = self.settings.compaction
+        try:
+            key = read_compact_rev_key(self.cluster.member(via.endpoint, via.member.name))
+        except EtcdError as exc:
+            log.debug("compact_rev_key not read", error=str(exc))
+            self.apiserver = judge_apiserver(None, settings, error=str(exc))
+        else:
+            self.key_log.record(key)
+            self.apiserver = judge_apiserver(key, settings, witness=self.key_log.witness())
+        self.metrics.apiserver.set(self.apiserver)
 
     def _check_cluster_id(self, snapshot: ClusterSnapshot) -> None:
         """Refuse to watch (let alone maintain) a different cluster than the one first seen:
@@ -242,6 +279,7 @@ class CycleRunner:
             # unlocked beside the others (nospace_slots); an operator's `recover` may.
             unlocked_fallback=False,
             observations=self.revision_log.observations(),
+            key_witness=self.key_log.witness(),
         )
 
     def _act(self, decision: CycleDecision, window: WindowState) -> RunReport | None:
@@ -284,6 +322,20 @@ class CycleRunner:
             reclaimed=report.reclaimed_total,
         )
         return report
+
+    def _local_member_observed(self, snapshot: ClusterSnapshot) -> None:
+        """``--local-member`` checked on every cycle (members come and go): naming no member is
+        a metric and an error in the log when it starts, never a replica silently idle."""
+        local = self.settings.daemon.local_member
+        problem = local_member_unmatched(snapshot, local) if local is not None else None
+        self.metrics.set_local_member_unmatched(problem is not None)
+        if problem is not None and self._local_unmatched is None:
+            log.error(
+                "local member names no member: this replica defragments nothing", error=problem
+            )
+        elif problem is None and self._local_unmatched is not None:
+            log.info("local member names a member again", local_member=local)
+        self._local_unmatched = problem
 
     def _nospace_observed(self, snapshot: ClusterSnapshot) -> None:
         self._snapshot = snapshot

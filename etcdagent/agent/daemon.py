@@ -90,10 +90,15 @@ class Daemon(CycleRunner):
         return None
 
     def ready(self) -> str | None:
-        """None when etcd is reachable (the last cycle could observe the cluster)."""
+        """None when etcd is reachable (the last cycle could observe the cluster, or a step
+        since reached it), or while a step runs within its budget: a sweep of multi-minute
+        defrags observes again only when it ends, and a rollout must not stall behind it."""
+        now = self.monotonic()
+        if self.busy_until is not None and now < self.busy_until:
+            return None
         if self.last_reachable is None:
             return "etcd not reached yet"
-        age = self.monotonic() - self.last_reachable
+        age = now - self.last_reachable
         if age > 3 * self.settings.daemon.interval + 10:
             return f"etcd not reached for {age:.0f}s"
         return None
@@ -122,10 +127,12 @@ class Daemon(CycleRunner):
                 "configuration reload refused; keeping the running configuration", error=str(exc)
             )
             return
+        known = self.cluster.known_urls
         self.cluster.close()
         settings = within_grace(settings)
         self.settings = settings
         self.cluster = ClusterClient(settings, clock=self.clock)
+        self.cluster.known_urls = known  # the members found so far still answer discovery
         self.history = SignalHistory(lookback=settings.daemon.lookback)
         log.info("configuration reloaded", config=effective_config(settings))
 

@@ -27,7 +27,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from etcdagent.act.run_report import RunReport
+from etcdagent.agent.apiserver_metrics import ApiserverMetrics
 from etcdagent.agent.cluster_metrics import ClusterMetrics, MemberSignalsLike
+from etcdagent.agent.doctor_metrics import DoctorMetrics
 from etcdagent.agent.gate_metrics import GateMetrics
 from etcdagent.agent.health_metrics import AgentHealthMetrics
 from etcdagent.agent.maintenance_metrics import MaintenanceMetrics
@@ -93,6 +95,14 @@ class AgentMetrics:
         self.maintenance = MaintenanceMetrics(make)
         self.gates = GateMetrics(make, gates)
         self.health = AgentHealthMetrics(make)
+        self.apiserver = ApiserverMetrics(make)
+        self.doctor = DoctorMetrics(make)
+        self.local_member_unmatched = make.gauge(
+            "local_member_unmatched",
+            "1 while --local-member (daemon.local_member) names no member of the cluster, so "
+            "this replica defragments nothing; 0 when it names one or none is configured.",
+        )
+        self.local_member_unmatched.set(0)
 
     # -- the cluster ----------------------------------------------------------------------------
 
@@ -132,6 +142,9 @@ class AgentMetrics:
         self, ok: bool, duration: float, now: datetime, error_kind: str | None = None
     ) -> None:
         self.health.cycle_finished(ok, duration, now, error_kind)
+
+    def set_local_member_unmatched(self, unmatched: bool) -> None:
+        self.local_member_unmatched.set(1 if unmatched else 0)
 
     def scrape_error(self, member: str) -> None:
         self.health.scrape_error(member)

@@ -22,6 +22,7 @@ import structlog
 from etcdagent import __version__
 from etcdagent.act.maintenance import Maintenance
 from etcdagent.act.run_report import RunReport
+from etcdagent.cli.compaction_status import compaction_json, observe_compaction
 from etcdagent.cli.maintenance_view import TextListener, render_summary
 from etcdagent.cli.options import (
     connection_options,
@@ -34,7 +35,8 @@ from etcdagent.cli.options import (
     settings_from_flags,
 )
 from etcdagent.cli.status_view import render_table, status_json
-from etcdagent.errors import EtcdAgentError
+from etcdagent.decide.gates import local_member_unmatched
+from etcdagent.errors import ConfigError, EtcdAgentError
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.logs import redact
 from etcdagent.observe.gather import take_snapshot
@@ -103,13 +105,46 @@ def status(output: str, **options: Any) -> None:
     log = structlog.get_logger()
     with ClusterClient(settings) as cluster:
         snapshot = take_snapshot(cluster)
+        compaction = observe_compaction(cluster, snapshot, settings)
     health = assess(snapshot)
     log.debug("status observed", verdict=health.verdict.value, reasons=list(health.reasons))
     if output == "json":
-        click.echo(redact(json.dumps(status_json(snapshot, health), indent=2)))
+        answer = status_json(snapshot, health)
+        answer["compaction"] = compaction_json(compaction, settings)
+        click.echo(redact(json.dumps(answer, indent=2)))
     else:
-        click.echo(redact(render_table(snapshot, health)))
+        notes = []
+        if compaction is not None:
+            notes.append(f"compaction ({settings.compaction.mode.value}): {compaction.describe()}")
+        click.echo(redact(render_table(snapshot, health, notes)))
     sys.exit(EXIT_OK if health.verdict is Verdict.HEALTHY else EXIT_FAILED)
+
+
+def check_local_member(settings: Settings) -> None:
+    """Refuse to start (exit 2) when ``--local-member`` plainly names no member of the cluster,
+    with the members that exist in the message: such a replica would never defragment anything.
+
+    When the cluster does not answer, or the URL given does not answer (yet), nothing is known:
+    the start goes on, and every cycle checks it again (etcdagent_local_member_unmatched).
+    """
+    local = settings.daemon.local_member
+    if local is None:
+        return
+    log = structlog.get_logger()
+    try:
+        with ClusterClient(settings) as cluster:
+            snapshot = take_snapshot(cluster, with_metrics=False)
+    except EtcdAgentError as exc:
+        log.warning(
+            "--local-member not checked at start: the cluster did not answer", error=str(exc)
+        )
+        return
+    problem = local_member_unmatched(snapshot, local)
+    if problem is None:
+        return
+    if snapshot.local_member_unresolved is None:
+        raise ConfigError(problem)
+    log.error("local member names no member: this replica defragments nothing", error=problem)
 
 
 def _run_maintenance(
@@ -184,6 +219,7 @@ def defrag(dry_run: bool, output: str, force: bool, **options: Any) -> None:
     2 bad usage or configuration.
     """
     settings = maintenance_settings(options)
+    check_local_member(settings)
     _run_maintenance(settings, output, dry_run, lambda m: m.defrag(force=force))
 
 
@@ -243,9 +279,19 @@ def run(once: bool, **options: Any) -> None:
 
     from etcdagent.agent.daemon import Daemon
 
+    check_local_member(settings)
     daemon = Daemon(reload, initial=settings, once=once)
     sys.exit(daemon.run_once() if once else daemon.run())
 
 
 def main() -> None:
     cli(prog_name="etcdagent")
+
+
+def _register_doctor() -> None:
+    from etcdagent.cli.doctor import doctor  # imports this module: registered once it is loaded
+
+    cli.add_command(doctor)
+
+
+_register_doctor()

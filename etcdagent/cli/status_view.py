@@ -6,6 +6,7 @@ rename or remove them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from etcdagent.observe.health import Health
@@ -123,7 +124,8 @@ def _columns(snapshot: ClusterSnapshot) -> list[int]:
     return [i for i, h in enumerate(_HEADERS) if h != "STORAGE" or has_storage]
 
 
-def render_table(snapshot: ClusterSnapshot, health: Health) -> str:
+def render_table(snapshot: ClusterSnapshot, health: Health, notes: Sequence[str] = ()) -> str:
+    """The members' table, errors, ``notes`` (one line each), and the verdict last."""
     columns = _columns(snapshot)
     full = [_HEADERS, *(_row(snapshot, m) for m in snapshot.members)]
     rows = [tuple(r[i] for i in columns) for r in full]
@@ -146,6 +148,7 @@ def render_table(snapshot: ClusterSnapshot, health: Health) -> str:
     if problems:
         lines += ["", "errors:", *problems]
     lines.append("")
+    lines += notes
     verdict = f"cluster {snapshot.cluster_id:x}: {health.verdict.value}"
     if health.reasons:
         verdict += " (" + "; ".join(health.reasons) + ")"

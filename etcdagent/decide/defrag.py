@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from etcdagent.decide.consistency import check_peer, check_unavailable
 from etcdagent.decide.defrag_budget import estimate_defrag_seconds, held_back
 from etcdagent.decide.fence import fence_refusal
-from etcdagent.decide.gates import cluster_gate_failures, is_local, quorum_failure
+from etcdagent.decide.gates import (
+    cluster_gate_failures,
+    is_local,
+    local_member_unmatched,
+    quorum_failure,
+)
 from etcdagent.decide.plan import Plan, Skip, Step, StepKind
 from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot, Role
 from etcdagent.settings import DefragSettings, Settings
@@ -125,8 +130,10 @@ def _select(
         if not worth and not force:
             selection.skipped.append(_skip(snap, numbers))
             continue
-        if local is not None and not is_local(snap, local):
-            reason = f"{numbers}; left to its own replica (this one maintains {local})"
+        if local is not None and not is_local(snapshot, snap, local):
+            mine = snapshot.local(local)
+            label = mine.member.display_name if mine is not None else local
+            reason = f"{numbers}; left to its own replica (this one maintains {label})"
             selection.skipped.append(_skip(snap, reason))
             continue
         held = held_back(snap, snapshot.taken_at, settings)
@@ -161,6 +168,10 @@ def plan_defrag(
     only when the leader's defrag is estimated to last at least that many seconds (recovery).
     """
     defrag = settings.defrag
+    unmatched = local_member_unmatched(snapshot, local) if local is not None else None
+    if unmatched is not None:
+        # Said, not silently skipped: a replica whose member is no member would never defragment.
+        return Plan(command=command, refusal="this replica defragments nothing: " + unmatched)
     failures = cluster_gate_failures(snapshot, defrag)
     if failures:
         return Plan(command=command, refusal="cluster not healthy: " + "; ".join(failures))

@@ -68,7 +68,25 @@ def quorum_failure(snapshot: ClusterSnapshot, target: MemberSnapshot) -> str | N
     )
 
 
-def is_local(snap: MemberSnapshot, local: str) -> bool:
-    """``--local-member`` matches a member by name or by one of its client URLs."""
-    wanted = local.rstrip("/")
-    return snap.member.name == wanted or wanted in (u.rstrip("/") for u in snap.member.client_urls)
+def is_local(snapshot: ClusterSnapshot, snap: MemberSnapshot, local: str) -> bool:
+    """``--local-member`` names ``snap``: by name, by an advertised client URL, or as the member
+    answering on the URL given (resolved by observe: ``ClusterSnapshot.local_member_id``)."""
+    found = snapshot.local(local)
+    return found is not None and found.member.id == snap.member.id
+
+
+def local_member_unmatched(snapshot: ClusterSnapshot, local: str) -> str | None:
+    """Why ``--local-member`` names no member of this cluster (None: it names one), listing the
+    members that exist, so the fix is in the message (kubespray names members etcd1..3, not
+    after their nodes)."""
+    if snapshot.local(local) is not None:
+        return None
+    listed = "; ".join(
+        f"{m.member.display_name} ({', '.join(m.member.client_urls) or 'no client URL'})"
+        for m in snapshot.members
+    )
+    why = f": {snapshot.local_member_unresolved}" if snapshot.local_member_unresolved else ""
+    return (
+        f"--local-member {local!r} names no member of this cluster{why}; the members are "
+        f"{listed}: set it to one of their names or client URLs"
+    )

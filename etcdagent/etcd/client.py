@@ -91,6 +91,11 @@ class MemberClient:
     def close(self) -> None:
         self._gateway.close()
 
+    def use_metrics_url(self, metrics_url: str | None) -> None:
+        """Scrape ``metrics_url`` (None: the client URL) from now on: which member is the local
+        one (``connection.local_metrics_url``) is known only once the member list is."""
+        self.metrics_url = (metrics_url or self.endpoint).rstrip("/") + "/metrics"
+
     def check_credentials(self) -> bool:
         """Authenticate now if a user is configured, so a wrong password is reported up front
         rather than at the first call that needs it. False when it could not be checked (no
@@ -259,6 +264,16 @@ class ClusterClient:
         self.sleep = sleep
         self._clients: dict[str, MemberClient] = {}
         self._lock = threading.Lock()
+        # The members' client URLs from the last successful discovery: asked for the member
+        # list when no configured endpoint answers (the local member restarting), so that only
+        # that member looks down. Set by observe, carried over a reload by the daemon.
+        self.known_urls: tuple[str, ...] = ()
+        # The endpoint of the member `daemon.local_member` names, once resolved: it is scraped
+        # on connection.local_metrics_url.
+        self.local_endpoint: str | None = None
+        # Which member last answered on a `daemon.local_member` URL no member advertises: still
+        # that member while the URL does not answer (its etcd restarting).
+        self._answered_on: dict[str, int] = {}
 
     def __enter__(self) -> ClusterClient:
         return self
@@ -273,11 +288,22 @@ class ClusterClient:
             self._clients.clear()
 
     def metrics_url_for(self, endpoint: str, name: str = "") -> str | None:
-        urls = self.settings.connection.metrics_urls
-        return urls.get(name) or urls.get(endpoint.rstrip("/"))
+        """Where the member at ``endpoint`` is scraped: its metrics_urls entry (by name or
+        client URL), else local_metrics_url for the local member, else (None) its client URL."""
+        connection = self.settings.connection
+        urls = connection.metrics_urls
+        key = endpoint.rstrip("/")
+        explicit = (urls.get(name) if name else None) or urls.get(key)
+        if explicit is None and key == self.local_endpoint:
+            return connection.local_metrics_url
+        return explicit
 
     def member(self, endpoint: str, name: str = "") -> MemberClient:
-        """The client for the member at ``endpoint`` (one per URL for the process lifetime)."""
+        """The client for the member at ``endpoint`` (one per URL for the process lifetime).
+
+        With ``name`` (observe names every member it asks) the metrics URL is chosen again: the
+        client may have been made before the member's name or locality was known.
+        """
         key = endpoint.rstrip("/")
         with self._lock:
             client = self._clients.get(key)
@@ -290,7 +316,17 @@ class ClusterClient:
                     sleep=self.sleep,
                 )
                 self._clients[key] = client
+            elif name:
+                client.use_metrics_url(self.metrics_url_for(key, name))
             return client
+
+    def remember_answer(self, url: str, member_id: int) -> None:
+        """Member ``member_id`` answered on ``url`` (a `daemon.local_member` URL)."""
+        self._answered_on[url.rstrip("/")] = member_id
+
+    def answered_on(self, url: str) -> int | None:
+        """The member that last answered on ``url``, if one did."""
+        return self._answered_on.get(url.rstrip("/"))
 
     @property
     def endpoints(self) -> list[str]:

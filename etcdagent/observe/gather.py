@@ -1,9 +1,10 @@
 """Observe: turn the cluster into a ClusterSnapshot.
 
-Reads only. Members are found from the first configured endpoint that answers, then every member
-is asked concurrently for its status and metrics, so a 5-member cluster costs about one member's
-round trips. A member that does not answer becomes a row with its error, never an exception:
-the caller decides what a missing member means.
+Reads only. Members are found from the first configured endpoint that answers (then the members
+the last discovery found), then every member is asked concurrently for its status and metrics,
+so a 5-member cluster costs about one member's round trips. A member that does not answer
+becomes a row with its error, never an exception: the caller decides what a missing member
+means. ``daemon.local_member`` is resolved here, where asking a URL who answers on it is allowed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from etcdagent.etcd.client import ClusterClient
 from etcdagent.etcd.versions import hashkv_missing
 from etcdagent.models import Alarm, Member, MemberList, MemberMetrics, MemberStatus
 from etcdagent.observe.defrag_records import read_defrag_records
-from etcdagent.observe.snapshot import ClusterSnapshot, DefragRecord, MemberSnapshot
+from etcdagent.observe.snapshot import (
+    ClusterSnapshot,
+    DefragRecord,
+    MemberSnapshot,
+    names_member,
+)
 
 
 class _AllFailedTransiently(Exception):
@@ -38,8 +44,19 @@ class _AllFailedTransiently(Exception):
         self.errors = errors
 
 
+def discovery_endpoints(cluster: ClusterClient) -> list[str]:
+    """The configured endpoints, then (with discovery) the client URLs of the members the last
+    successful discovery found: when the configured ones are one restarting member (kubeadm's
+    127.0.0.1 and the node's own URL), the others still answer for the member list, and only
+    the restarting member looks down instead of the whole cluster."""
+    configured = cluster.endpoints
+    if not cluster.settings.connection.discover:
+        return configured
+    return configured + [u for u in dict.fromkeys(cluster.known_urls) if u not in configured]
+
+
 def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
-    """The member list from the first configured endpoint that answers.
+    """The member list from the first endpoint that answers (``discovery_endpoints``).
 
     Each round asks every endpoint once; rounds repeat under the retry deadline only while every
     failure is transient, so a typo fails fast and a restarting member gets a second chance.
@@ -47,7 +64,7 @@ def discover(cluster: ClusterClient) -> tuple[MemberList, str]:
 
     def one_round() -> tuple[MemberList, str]:
         errors: list[EtcdError] = []
-        for endpoint in cluster.endpoints:
+        for endpoint in discovery_endpoints(cluster):
             try:
                 return cluster.member(endpoint).member_list(retry=False), endpoint
             except EtcdAuthError as exc:
@@ -106,6 +123,40 @@ def _assign_endpoints(cluster: ClusterClient, members: tuple[Member, ...]) -> di
         if member.id not in assigned and member.client_urls:
             assigned[member.id] = member.client_urls[0].rstrip("/")
     return assigned
+
+
+def resolve_local_member(
+    cluster: ClusterClient, members: tuple[Member, ...]
+) -> tuple[int | None, str | None]:
+    """The member ``daemon.local_member`` names, and why none for now when that may pass.
+
+    By name or advertised client URL first (no request); a URL no member advertises (kubeadm:
+    members advertise https://<node-ip>:2379, the agent reaches its own on 127.0.0.1) names the
+    member answering there, asked for its status. While that URL does not answer (the local
+    etcd restarting) the member that last answered there is kept, if it is still a member.
+    """
+    local = cluster.settings.daemon.local_member
+    if local is None:
+        return None, None
+    named = next((m for m in members if names_member(m, local)), None)
+    member_id: int | None = named.id if named is not None else None
+    unresolved: str | None = None
+    if member_id is None and "://" in local:
+        url = local.rstrip("/")
+        ids = {m.id for m in members}
+        try:
+            # Once: a member that does not answer must not slow every observation down.
+            answered = cluster.member(url).status(retry=False).member_id
+        except EtcdError as exc:
+            remembered = cluster.answered_on(url)
+            if remembered in ids:
+                member_id = remembered
+            else:
+                unresolved = f"no member advertises {url}, and it did not answer ({exc})"
+        else:
+            cluster.remember_answer(url, answered)
+            member_id = answered if answered in ids else None  # else plainly none
+    return member_id, unresolved
 
 
 def _observe_member(
@@ -210,8 +261,11 @@ def take_snapshot(
     statuses.
     """
     member_list, via = discover(cluster)
-    assigned = _assign_endpoints(cluster, member_list.members)
     members = member_list.members
+    cluster.known_urls = tuple(m.client_urls[0].rstrip("/") for m in members if m.client_urls)
+    assigned = _assign_endpoints(cluster, members)
+    local_id, local_unresolved = resolve_local_member(cluster, members)
+    cluster.local_endpoint = assigned.get(local_id) if local_id is not None else None
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(members)))) as pool:
         futures = [
             pool.submit(_observe_member, cluster, m, assigned.get(m.id), with_metrics)
@@ -242,6 +296,8 @@ def take_snapshot(
         alarms=tuple(alarms.values()),
         alarms_error=None if answered else "no member answered its status",
         defrag_records_error=records_error,
+        local_member_id=local_id,
+        local_member_unresolved=local_unresolved,
     )
     _check_credentials(cluster, snapshot)
     return snapshot

@@ -122,6 +122,13 @@ class MemberSnapshot(BaseModel):
         return self.status.db_size / quota
 
 
+def names_member(member: Member, local: str) -> bool:
+    """Whether ``--local-member`` names this member plainly: by its name or a client URL it
+    advertises (a URL it only answers on is resolved by ``gather``)."""
+    wanted = local.rstrip("/")
+    return member.name == wanted or wanted in (u.rstrip("/") for u in member.client_urls)
+
+
 class ClusterSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -132,6 +139,14 @@ class ClusterSnapshot(BaseModel):
     alarms: tuple[Alarm, ...] = ()
     alarms_error: str | None = None
     defrag_records_error: str | None = None  # why the defrag records could not be read
+    local_member_id: int | None = None
+    """The member ``daemon.local_member`` names, as ``gather`` resolved it: by name, by an
+    advertised client URL, or the member answering on a URL none advertises (kubeadm's
+    https://127.0.0.1:2379). None when none is configured or it names no member."""
+    local_member_unresolved: str | None = None
+    """Why a configured ``daemon.local_member`` names no member *for now*: a URL no member
+    advertises did not answer, and no earlier answer there is remembered. None when it names a
+    member, or plainly none (a name or an answer that is no member's)."""
 
     @property
     def voting(self) -> tuple[MemberSnapshot, ...]:
@@ -178,3 +193,10 @@ class ClusterSnapshot(BaseModel):
 
     def by_id(self, member_id: int) -> MemberSnapshot | None:
         return next((m for m in self.members if m.member.id == member_id), None)
+
+    def local(self, local: str) -> MemberSnapshot | None:
+        """The member ``--local-member`` names: the one ``gather`` resolved, else (a snapshot
+        made without it) by name or advertised client URL."""
+        if self.local_member_id is not None:
+            return self.by_id(self.local_member_id)
+        return next((m for m in self.members if names_member(m.member, local)), None)

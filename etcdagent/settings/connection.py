@@ -70,6 +70,12 @@ class ConnectionSettings(SettingsGroup):
         description="Separate metrics URLs (etcd --listen-metrics-urls), keyed by member name or "
         "client URL. Members not listed are scraped on their client URL.",
     )
+    local_metrics_url: str | None = Field(
+        default=None,
+        description="Metrics URL of the member `daemon.local_member` names (kubeadm: "
+        "http://127.0.0.1:2381), for a config shared by every node. An entry of metrics_urls "
+        "for that member wins; without daemon.local_member it is not used.",
+    )
 
     @field_validator("endpoints")
     @classmethod
@@ -87,6 +93,12 @@ class ConnectionSettings(SettingsGroup):
     @classmethod
     def _check_metrics_urls(cls, value: dict[str, str]) -> dict[str, str]:
         return {key.rstrip("/"): normalize_endpoint(url) for key, url in value.items()}
+
+    @field_validator("local_metrics_url")
+    @classmethod
+    def _check_local_metrics_url(cls, value: str | None) -> str | None:
+        # Scheme-less means http: a metrics listener is plain HTTP unless its URL says https.
+        return None if value is None else with_scheme(normalize_endpoint(value), False)
 
 
 class TLSSettings(SettingsGroup):

@@ -26,6 +26,7 @@ from etcdagent.settings.connection import (
     TLSSettings,
     with_scheme,
 )
+from etcdagent.settings.doctor import DoctorSettings
 from etcdagent.settings.maintenance import (
     CompactionSettings,
     DefragSettings,
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     gates: GateSettings = Field(default_factory=GateSettings)
     emergency: EmergencySettings = Field(default_factory=EmergencySettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
     windows: list[MaintenanceWindow] = Field(
         default_factory=list,
         description="Maintenance windows: planned maintenance starts only inside one. Each is "

@@ -39,6 +39,7 @@ EXPECTED_ALERTS = {
     "EtcdagentMaintenanceFailing",
     "EtcdagentGateBlockingEveryWindow",
     "EtcdagentDefragOverBudget",
+    "EtcdagentLocalMemberUnmatched",
     "EtcdMemberNospace",
     "EtcdagentNospaceUnrecoverable",
     "EtcdMemberHashKVMismatch",

@@ -91,6 +91,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert wheel.name.startswith(f"etcdagent-{etcdagent.__version__}-py3-none-any")
     names = zipfile.ZipFile(wheel).namelist()
     assert "etcdagent/py.typed" in names
+    assert "etcdagent/observe/known_etcd_bugs.json" in names  # `doctor`'s known-bug list
     assert not any(n.startswith(("tests/", "bench/", "scripts/")) for n in names), names
     # The test harness is its own package (testing/), never part of the runtime wheel.
     assert not any(n.startswith(("etcdagent/testing", "etcdagent_testing")) for n in names), names

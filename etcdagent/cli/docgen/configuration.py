@@ -17,6 +17,7 @@ EXAMPLE_CONFIG = """\
 # /etc/etcdagent/config.yaml: a kubeadm control plane, one agent replica per node
 connection:
   endpoints: [https://127.0.0.1:2379]   # the local member; the others are discovered
+  local_metrics_url: http://127.0.0.1:2381   # kubeadm's --listen-metrics-urls, local member
 tls:
   ca_file: /etc/kubernetes/pki/etcd/ca.crt
   cert_file: /etc/kubernetes/pki/etcd/healthcheck-client.crt
@@ -27,7 +28,7 @@ defrag:
   move_leader: true
   wait_between: 10s
 daemon:
-  local_member: https://127.0.0.1:2379   # or the member's name, e.g. from the node name
+  local_member: https://127.0.0.1:2379   # the member answering there; or its name or URL
 windows:
   - schedule: "0 2 * * *"     # every night at 02:00 ...
     duration: 1h

@@ -1,0 +1,123 @@
+"""The doctor in the daemon: its checks every cycle, on the snapshots the cycle already took.
+
+The only extra requests are the three count-only key ranges, at most every
+``doctor.key_count_interval``. The earlier snapshot the checks compare with is the newest one
+taken at least ``daemon.lookback`` ago (the oldest kept until one is that old). Nothing here may
+break a cycle: a failure is logged and the previous findings stay exported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import structlog
+
+from etcdagent.agent.doctor_metrics import DoctorMetrics
+from etcdagent.decide.apiserver import ApiserverCompaction
+from etcdagent.decide.doctor.inputs import DoctorInput
+from etcdagent.decide.doctor.run import DoctorReport, run_checks
+from etcdagent.errors import EtcdError
+from etcdagent.etcd.client import ClusterClient
+from etcdagent.observe.key_counts import KeyCounts
+from etcdagent.observe.key_counts_read import count_keys
+from etcdagent.observe.known_bugs import load_known_bugs
+from etcdagent.observe.signals import MemberSignals
+from etcdagent.observe.snapshot import ClusterSnapshot
+from etcdagent.settings import CompactionMode, Settings
+
+log = structlog.get_logger()
+
+
+class DoctorWatch:
+    def __init__(
+        self, metrics: DoctorMetrics, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.metrics = metrics
+        self.monotonic = monotonic
+        self._snapshots: deque[tuple[float, ClusterSnapshot]] = deque()
+        self._counts: KeyCounts | None = None
+        self._counts_error: str | None = None
+        self._counted_at: float | None = None
+        self.last_report: DoctorReport | None = None
+
+    def _before(self, lookback: float, now: float) -> ClusterSnapshot | None:
+        old = [i for i, (t, _) in enumerate(self._snapshots) if now - t >= lookback]
+        if old:
+            for _ in range(old[-1]):
+                self._snapshots.popleft()  # older than the one compared with: not needed again
+        return self._snapshots[0][1] if self._snapshots else None
+
+    def _count(self, cluster: ClusterClient, snapshot: ClusterSnapshot, every: float) -> None:
+        now = self.monotonic()
+        if self._counted_at is not None and now - self._counted_at < every:
+            return
+        self._counted_at = now
+        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        if via is None or via.endpoint is None:
+            return
+        try:
+            self._counts, self._counts_error = count_keys(cluster.member(via.endpoint)), None
+        except EtcdError as exc:
+            self._counts_error = str(exc)
+
+    def observe(
+        self,
+        cluster: ClusterClient,
+        settings: Settings,
+        snapshot: ClusterSnapshot,
+        signals: Mapping[int, MemberSignals],
+        now: datetime,
+        *,
+        cluster_request_rate: float | None = None,
+        apiserver: ApiserverCompaction | None = None,
+        once: bool = False,
+    ) -> None:
+        try:
+            self._observe(
+                cluster, settings, snapshot, signals, now, cluster_request_rate, apiserver, once
+            )
+        except Exception as exc:  # the doctor must never break a cycle
+            log.warning("doctor checks failed", error=str(exc))
+
+    def _observe(
+        self,
+        cluster: ClusterClient,
+        settings: Settings,
+        snapshot: ClusterSnapshot,
+        signals: Mapping[int, MemberSignals],
+        now: datetime,
+        cluster_request_rate: float | None,
+        apiserver: ApiserverCompaction | None,
+        once: bool,
+    ) -> None:
+        mono = self.monotonic()
+        before = self._before(settings.daemon.lookback, mono)
+        self._snapshots.append((mono, snapshot))
+        self._count(cluster, snapshot, settings.doctor.key_count_interval)
+        lookback = (
+            (snapshot.taken_at - before.taken_at).total_seconds()
+            if before is not None
+            else settings.daemon.lookback
+        )
+        doc = DoctorInput(
+            after=snapshot,
+            before=before,
+            settings=settings,
+            now=now,
+            lookback=max(lookback, 0.0) or settings.daemon.lookback,
+            signals=signals,
+            cluster_request_rate=cluster_request_rate,
+            apiserver=apiserver,
+            key_counts=self._counts,
+            key_counts_error=self._counts_error,
+            known_bugs=load_known_bugs(),
+            agent_compacts=not once
+            and settings.compaction.mode is not CompactionMode.NEVER
+            and settings.daemon.compaction_interval > 0,
+        )
+        report = run_checks(doc)
+        self.last_report = report
+        self.metrics.set_findings(report.findings, now.timestamp())

@@ -1,0 +1,41 @@
+"""What every check reads: gathered by the CLI (two snapshots) or the daemon (its history)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from etcdagent.decide.apiserver import ApiserverCompaction
+from etcdagent.observe.key_counts import KeyCounts
+from etcdagent.observe.known_bugs import KnownBugs
+from etcdagent.observe.signals import MemberSignals
+from etcdagent.observe.snapshot import ClusterSnapshot, MemberSnapshot
+from etcdagent.settings import Settings
+
+
+@dataclass(frozen=True)
+class DoctorInput:
+    """``before`` is the snapshot about a lookback before ``after`` (None: none yet, so checks
+    that compare the two say "not enough data"); ``now`` the time of ``after``.
+
+    ``agent_compacts`` is True where the caller is the agent that compacts this cluster on its
+    cadence (the daemon), None where that is not known (a one-shot `doctor`).
+    """
+
+    after: ClusterSnapshot
+    settings: Settings
+    now: datetime
+    lookback: float
+    before: ClusterSnapshot | None = None
+    signals: Mapping[int, MemberSignals] = field(default_factory=dict)
+    cluster_request_rate: float | None = None
+    apiserver: ApiserverCompaction | None = None
+    key_counts: KeyCounts | None = None
+    key_counts_error: str | None = None
+    known_bugs: KnownBugs | None = None
+    agent_compacts: bool | None = None
+
+    def earlier(self, snap: MemberSnapshot) -> MemberSnapshot | None:
+        """The same member in ``before``, if it was there."""
+        return self.before.by_id(snap.member.id) if self.before is not None else None

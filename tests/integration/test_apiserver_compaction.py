@@ -281,3 +281,18 @@ def test_a_one_shot_compact_takes_over_once_a_marker_proves_the_key_quiet(
     with ClusterClient(load_settings({})) as client:
         key = read_compact_rev_key(client.member(etcd_cluster.endpoints[0]))
     assert key.by_agent and key.value == ours[0] and key.version == api.version + 1
+
+
+def test_two_apiservers_compact_once_per_interval_and_the_agent_not_at_all(
+    scene: Scene,
+) -> None:
+    """Several apiservers share the key: each interval one wins, the other learns the key."""
+    other = ApiserverCompactor(scene.cluster.members[1].client_url)
+    for _ in range(5):
+        scene.api.tick()
+        other.tick()
+        scene.cycles(INTERVAL)
+    both = sorted(scene.api.compactions + other.compactions)
+    assert len(both) >= 3 and scene.api.lost + other.lost >= 4
+    assert scene.etcd_compactions() == both  # once per interval, whoever won; none of ours
+    assert scene.sample("etcdagent_apiserver_compacting") == 1

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from etcdagent.settings import Settings, load_settings
 from etcdagent_testing.cluster import EtcdCluster
 from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags
 
@@ -94,3 +95,22 @@ def first_defrag_finished(cluster: EtcdCluster) -> bool:
 
 def members_defragmented(cluster: EtcdCluster) -> Sequence[str]:
     return [i.member for i in defrag_intervals(cluster) if i.end is not None]
+
+
+def daemon_settings(endpoints: Sequence[str], **groups: Any) -> Settings:
+    """Fast, deterministic daemon settings: short timeouts, no window, revision retention.
+    Each keyword is a settings group merged over these (a list, e.g. windows, replaces)."""
+    base: dict[str, Any] = {
+        "connection": {
+            "endpoints": ",".join(endpoints),
+            "request_timeout": "2s",
+            "retry_deadline": "500ms",
+        },
+        "windows": [],
+        "compaction": {"retain_revisions": 0},
+        "defrag": {"min_db_size": "1MiB", "wait_between": "100ms"},
+        "daemon": {"listen": "127.0.0.1:0", "interval": "1s"},
+    }
+    for group, values in groups.items():
+        base[group] = {**base.get(group, {}), **values} if isinstance(values, dict) else values
+    return load_settings(base)

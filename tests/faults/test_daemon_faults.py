@@ -33,6 +33,7 @@ from etcdagent_testing.scenario import (
     SMALL_DB_ENV,
     agent_command,
     assert_healthy_end,
+    daemon_settings,
     fragment,
     seed_keys,
     wait_for,
@@ -46,7 +47,7 @@ from etcdagent.act.run_report import Outcome
 from etcdagent.agent.daemon import Daemon
 from etcdagent.agent.http_server import AgentHTTPServer
 from etcdagent.logs import configure_logging
-from etcdagent.settings import LogSettings, Settings, load_settings
+from etcdagent.settings import LogSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -85,24 +86,6 @@ class Clocks:
 
 
 MakeDaemon = Callable[..., tuple[Daemon, Clocks]]
-
-
-def settings_for(endpoints: Sequence[str], **groups: Any) -> Settings:
-    """Fast, deterministic daemon settings: short timeouts, no window, revision retention."""
-    base: dict[str, Any] = {
-        "connection": {
-            "endpoints": ",".join(endpoints),
-            "request_timeout": "2s",
-            "retry_deadline": "500ms",
-        },
-        "windows": [],
-        "compaction": {"retain_revisions": 0},
-        "defrag": {"min_db_size": "1MiB", "wait_between": "100ms"},
-        "daemon": {"listen": "127.0.0.1:0", "interval": "1s"},
-    }
-    for group, values in groups.items():
-        base[group] = {**base.get(group, {}), **values} if isinstance(values, dict) else values
-    return load_settings(base)
 
 
 @pytest.fixture
@@ -232,7 +215,9 @@ def test_members_restarted_one_by_one_never_yield_absurd_values(
 ) -> None:
     cluster = etcd_cluster
     known = seed_keys(cluster)
-    daemon, clocks = make_daemon(settings_for(cluster.endpoints, daemon={"compaction_interval": 0}))
+    daemon, clocks = make_daemon(
+        daemon_settings(cluster.endpoints, daemon={"compaction_interval": 0})
+    )
     assert daemon.cycle()
     cluster.write_garbage(n_keys=20, value_size=256, rounds=1, txn_ops=1)  # fsyncs, commits
     clocks.advance(15)
@@ -292,7 +277,7 @@ def test_all_endpoints_unreachable_then_back_recovers_without_a_restart(
     # Every member SIGSTOPped, none killed: a killed member's port is free for any other process
     # on the host to bind (another cluster's etcd, on a shared CI machine), which would answer.
     daemon, clocks = make_daemon(
-        settings_for(
+        daemon_settings(
             cluster.endpoints,
             connection={"request_timeout": "1s"},
             daemon={"error_backoff_max": "8s"},
@@ -364,7 +349,7 @@ def test_an_unresolvable_endpoint_alone_fails_and_alongside_a_good_one_is_bypass
     bad = "http://nope.invalid:2379"
 
     with json_logs() as logs:
-        alone, _ = make_daemon(settings_for([bad]))
+        alone, _ = make_daemon(daemon_settings([bad]))
         assert not alone.cycle()
     # A name that does not resolve is a configuration mistake, counted apart from an outage.
     assert sample(alone, "etcdagent_cycle_errors_total", kind="config") == 1
@@ -379,7 +364,7 @@ def test_an_unresolvable_endpoint_alone_fails_and_alongside_a_good_one_is_bypass
     assert "cannot resolve host name 'nope.invalid'" in err, err[-2000:]
     assert "Traceback" not in err + out
 
-    daemon, _ = make_daemon(settings_for([bad, cluster.endpoints[1]]))
+    daemon, _ = make_daemon(daemon_settings([bad, cluster.endpoints[1]]))
     assert daemon.cycle()
     assert sample(daemon, "etcdagent_cycle_errors_total", kind="unreachable") is None
     assert daemon.ready() is None
@@ -456,7 +441,7 @@ def test_a_wrong_password_is_named_and_never_printed(
     errors = failures(err)
     assert errors and all(expected in e for e in errors), err[-3000:]
 
-    settings = settings_for(
+    settings = daemon_settings(
         cluster.endpoints, auth={"username": "root", "password": WRONG_PASSWORD}
     )
     with json_logs() as logs:
@@ -489,7 +474,7 @@ def test_an_expired_auth_token_is_renewed_by_the_daemon(
         etcdagent.logs.register_secrets(values)
 
     monkeypatch.setattr(etcdagent.etcd.auth, "register_secrets", record)
-    settings = settings_for(
+    settings = daemon_settings(
         cluster.endpoints,
         auth={"username": "root", "password": cluster.root_password},
         daemon={"compaction_interval": "30s"},

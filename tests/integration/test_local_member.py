@@ -20,6 +20,7 @@ import pytest
 import structlog
 from etcdagent_testing import EtcdCluster
 from etcdagent_testing.clock import FakeClock
+from etcdagent_testing.scenario import daemon_settings
 
 from etcdagent.act.maintenance import Maintenance
 from etcdagent.act.run_report import Outcome
@@ -29,29 +30,12 @@ from etcdagent.errors import ClusterUnavailableError, ConfigError
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.logs import configure_logging
 from etcdagent.observe.gather import take_snapshot
-from etcdagent.settings import LogSettings, Settings, load_settings
+from etcdagent.settings import LogSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ClusterFactory = Callable[..., EtcdCluster]
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # no window open: the cycle only watches
-
-
-def settings_for(endpoints: list[str], **groups: dict[str, Any]) -> Settings:
-    base: dict[str, Any] = {
-        "connection": {
-            "endpoints": ",".join(endpoints),
-            "request_timeout": "2s",
-            "retry_deadline": "500ms",
-        },
-        "windows": [],
-        "compaction": {"retain_revisions": 0},
-        "defrag": {"min_db_size": "1MiB", "wait_between": "100ms"},
-        "daemon": {"listen": "127.0.0.1:0", "interval": "1s"},
-    }
-    for group, values in groups.items():
-        base[group] = {**base.get(group, {}), **values}
-    return load_settings(base)
 
 
 def localhost_url(url: str) -> str:
@@ -159,7 +143,7 @@ def test_a_local_url_no_member_advertises_resolves_to_the_member_answering_there
     m2 = cluster.followers()[0]  # a leader's replica would wait for the followers' replicas
     local = localhost_url(m2.client_url)
     assert local not in [m.advertised_client_url for m in cluster.members]
-    settings = settings_for(cluster.endpoints, daemon={"local_member": local})
+    settings = daemon_settings(cluster.endpoints, daemon={"local_member": local})
     check_local_member(settings)  # does not refuse to start
     with ClusterClient(settings) as client:
         snapshot = take_snapshot(client)
@@ -192,7 +176,7 @@ def test_a_local_url_no_member_advertises_resolves_to_the_member_answering_there
         m2.restart()
     # A name no member has is plainly wrong: refused at start.
     with pytest.raises(ConfigError, match="names no member"):
-        check_local_member(settings_for(cluster.endpoints, daemon={"local_member": "m9"}))
+        check_local_member(daemon_settings(cluster.endpoints, daemon={"local_member": "m9"}))
 
 
 # -- while running: a metric, an error in the log, a refused plan ----------------------------------
@@ -202,7 +186,7 @@ def test_the_daemon_counts_a_local_member_that_names_no_member(
     etcd_cluster: EtcdCluster, make_daemon: Callable[[Settings], Daemon]
 ) -> None:
     cluster = etcd_cluster
-    daemon = make_daemon(settings_for(cluster.endpoints, daemon={"local_member": "etcd2"}))
+    daemon = make_daemon(daemon_settings(cluster.endpoints, daemon={"local_member": "etcd2"}))
     with json_logs() as logs:
         assert daemon.cycle()
         assert daemon.cycle()
@@ -220,11 +204,11 @@ def test_the_daemon_counts_a_local_member_that_names_no_member(
     assert report.reason.startswith("this replica defragments nothing: --local-member 'etcd2'")
 
     # The member list changes under it (a reload, a member renamed): the metric follows.
-    daemon.settings = settings_for(cluster.endpoints, daemon={"local_member": "m3"})
+    daemon.settings = daemon_settings(cluster.endpoints, daemon={"local_member": "m3"})
     assert daemon.cycle()
     assert unmatched(daemon) == 0
 
-    alone = make_daemon(settings_for(cluster.endpoints))
+    alone = make_daemon(daemon_settings(cluster.endpoints))
     assert alone.cycle()
     assert unmatched(alone) == 0  # no --local-member: nothing to match
 
@@ -238,7 +222,7 @@ def test_local_metrics_url_scrapes_the_local_member_there(
     cluster = etcd_cluster_factory(3, separate_metrics=True)
     m2 = cluster.members[1]
     assert m2.metrics_url is not None
-    settings = settings_for(
+    settings = daemon_settings(
         cluster.endpoints,
         connection={"local_metrics_url": m2.metrics_url},
         daemon={"local_member": localhost_url(m2.client_url)},
@@ -250,7 +234,7 @@ def test_local_metrics_url_scrapes_the_local_member_there(
         assert client.member(local.endpoint or "").metrics_url == m2.metrics_url + "/metrics"
     # Pointed at a port nobody listens on, only the local member's scrape fails.
     nowhere = "http://127.0.0.1:1"
-    settings = settings_for(
+    settings = daemon_settings(
         cluster.endpoints,
         connection={"local_metrics_url": nowhere},
         daemon={"local_member": "m2"},
@@ -272,7 +256,7 @@ def test_discovery_falls_back_to_the_members_found_before(
 ) -> None:
     cluster = etcd_cluster
     m1, m2, m3 = cluster.members
-    settings = settings_for([m1.client_url])  # kubeadm: only this node's member is configured
+    settings = daemon_settings([m1.client_url])  # kubeadm: only this node's member is configured
     daemon = make_daemon(settings)
     assert daemon.cycle()
     m1.kill()

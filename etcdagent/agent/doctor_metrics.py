@@ -25,12 +25,8 @@ class DoctorMetrics:
             "finding of this severity (ok, info, warning, critical); absent otherwise.",
             ("check", "severity"),
         )
-        self.last_run = make.optional(
-            "doctor_last_run_timestamp_seconds",
-            "Unix time the daemon last ran the doctor's checks; absent before the first run.",
-        )
 
-    def set_findings(self, findings: Iterable[Finding], at: float) -> None:
+    def set_findings(self, findings: Iterable[Finding]) -> None:
         pairs = {(f.check, f.severity.value) for f in findings}
         with self._lock:
             for gone in self._present - pairs:
@@ -38,4 +34,3 @@ class DoctorMetrics:
             for pair in pairs:
                 self.finding.labels(*pair).set(1)
             self._present = pairs
-        self.last_run.set(at)

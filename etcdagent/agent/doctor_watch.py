@@ -17,10 +17,12 @@ import structlog
 
 from etcdagent.agent.doctor_metrics import DoctorMetrics
 from etcdagent.decide.apiserver import ApiserverCompaction
+from etcdagent.decide.doctor.finding import Severity
 from etcdagent.decide.doctor.inputs import DoctorInput
 from etcdagent.decide.doctor.run import DoctorReport, run_checks
 from etcdagent.errors import EtcdError
 from etcdagent.etcd.client import ClusterClient
+from etcdagent.models import AlarmType
 from etcdagent.observe.key_counts import KeyCounts
 from etcdagent.observe.key_counts_read import count_keys
 from etcdagent.observe.known_bugs import load_known_bugs
@@ -42,6 +44,9 @@ class DoctorWatch:
         self._counts_error: str | None = None
         self._counted_at: float | None = None
         self.last_report: DoctorReport | None = None
+        self._logged: frozenset[tuple[str, str, str | None]] | None = None
+        self._nospace: set[int] = set()  # members with a NOSPACE alarm in the last snapshot
+        self.nospace_incidents = 0  # NOSPACE alarms seen appearing since start
 
     def _before(self, lookback: float, now: float) -> ClusterSnapshot | None:
         old = [i for i, (t, _) in enumerate(self._snapshots) if now - t >= lookback]
@@ -93,6 +98,7 @@ class DoctorWatch:
         apiserver: ApiserverCompaction | None,
         once: bool,
     ) -> None:
+        self._track_nospace(snapshot)
         mono = self.monotonic()
         before = self._before(settings.daemon.lookback, mono)
         self._snapshots.append((mono, snapshot))
@@ -117,7 +123,37 @@ class DoctorWatch:
             agent_compacts=not once
             and settings.compaction.mode is not CompactionMode.NEVER
             and settings.daemon.compaction_interval > 0,
+            nospace_incidents=self.nospace_incidents,
         )
         report = run_checks(doc)
         self.last_report = report
-        self.metrics.set_findings(report.findings, now.timestamp())
+        self.metrics.set_findings(report.findings)
+        self._log(report)
+
+    def _track_nospace(self, snapshot: ClusterSnapshot) -> None:
+        raised = {a.member_id for a in snapshot.alarms if a.alarm is AlarmType.NOSPACE}
+        if raised - self._nospace:
+            self.nospace_incidents += 1  # one incident however many members raise it at once
+        self._nospace = raised
+
+    def _log(self, report: DoctorReport) -> None:
+        """One event when the findings above ok change (what came, with evidence and fix)."""
+        shown = [f for f in report.findings if f.severity is not Severity.OK]
+        key = frozenset((f.check, f.severity.value, f.member) for f in shown)
+        if key == self._logged:
+            return
+        self._logged = key
+        log.info(
+            "doctor findings",
+            worst=report.worst.value,
+            findings=[
+                {
+                    "check": f.check,
+                    "severity": f.severity.value,
+                    "member": f.member,
+                    "summary": f.summary,
+                    "action": f.action or None,
+                }
+                for f in shown
+            ],
+        )

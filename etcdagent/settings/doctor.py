@@ -94,8 +94,9 @@ class DoctorSettings(SettingsGroup):
     )
     leases_share_warning: Ratio = Field(
         default=0.5,
-        description="/registry/leases/ keys at least this share of all keys is a warning (the "
-        "same advice for the coordination leases).",
+        description="/registry/leases/ keys at least this share of all keys is a warning: "
+        "coordination leases are one per node and per elected component, so a majority of "
+        "them points at a controller creating leases it never deletes.",
     )
     min_keys_for_share: int = Field(
         default=1000,

@@ -45,6 +45,7 @@ EXPECTED_ALERTS = {
     "EtcdMemberHashKVMismatch",
     "EtcdQuotaHigh",
     "EtcdagentTimeToQuotaShort",
+    "EtcdagentDoctorFinding",
 }
 SEVERITIES = {"warning", "critical"}
 METRIC_NAME = re.compile(r"\betcdagent_[a-z0-9_]+")

@@ -25,6 +25,18 @@ def check_alarms(doc: DoctorInput) -> list[Finding]:
                     summary=f"alarms not known: {snapshot.alarms_error}",
                 )
             ]
+        if doc.nospace_incidents:
+            return [
+                Finding(
+                    check="alarms",
+                    severity=Severity.WARNING,
+                    summary=f"no alarm raised now, but NOSPACE was raised {doc.nospace_incidents} "
+                    "time(s) since the agent started: the cluster refused writes then",
+                    action="find what fills the database (see quota and compaction) and keep "
+                    "it below the quota: raise --quota-backend-bytes, compact, or delete data",
+                    evidence={"nospace_incidents": doc.nospace_incidents},
+                )
+            ]
         return [Finding(check="alarms", severity=Severity.OK, summary="no alarm raised")]
     findings: list[Finding] = []
     for alarm in snapshot.alarms:

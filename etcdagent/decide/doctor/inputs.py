@@ -21,6 +21,7 @@ class DoctorInput:
 
     ``agent_compacts`` is True where the caller is the agent that compacts this cluster on its
     cadence (the daemon), None where that is not known (a one-shot `doctor`).
+    ``nospace_incidents`` counts the times the daemon saw a NOSPACE alarm appear (0 for `doctor`).
     """
 
     after: ClusterSnapshot
@@ -35,6 +36,7 @@ class DoctorInput:
     key_counts_error: str | None = None
     known_bugs: KnownBugs | None = None
     agent_compacts: bool | None = None
+    nospace_incidents: int = 0  # NOSPACE alarms the daemon saw raised since it started
 
     def earlier(self, snap: MemberSnapshot) -> MemberSnapshot | None:
         """The same member in ``before``, if it was there."""

@@ -293,3 +293,5 @@ class MemberMetrics(BaseModel):
     grpc_unary_handled: float | None = None
     mvcc_operations: float | None = None  # range + put + delete + txn counters of the store
     process_start_time: float | None = None
+    # etcd_network_peer_round_trip_time_seconds, per peer (its member ID in hex, the "To" label)
+    peer_round_trip: tuple[tuple[str, Histogram], ...] | None = None

@@ -185,6 +185,7 @@ class CycleRunner:
         )
         self.last_decision = decision
         self.metrics.set_gates(decision.gates)
+        self.doctor.track_window(now, window.open, decision.gates)
         self.doctor.observe(
             self.cluster, self.settings, snapshot, signals, now,
             cluster_request_rate=self.history.cluster_request_rate(now),

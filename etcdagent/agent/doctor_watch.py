@@ -18,7 +18,7 @@ import structlog
 from etcdagent.agent.doctor_metrics import DoctorMetrics
 from etcdagent.decide.apiserver import ApiserverCompaction
 from etcdagent.decide.doctor.finding import Severity
-from etcdagent.decide.doctor.inputs import DoctorInput
+from etcdagent.decide.doctor.inputs import DoctorInput, WindowRecord
 from etcdagent.decide.doctor.run import DoctorReport, run_checks
 from etcdagent.errors import EtcdError
 from etcdagent.etcd.client import ClusterClient
@@ -31,6 +31,8 @@ from etcdagent.observe.snapshot import ClusterSnapshot
 from etcdagent.settings import CompactionMode, Settings
 
 log = structlog.get_logger()
+
+MAX_WINDOWS = 256  # daily windows for months, hourly ones for 10 days (the period is 3)
 
 
 class DoctorWatch:
@@ -47,6 +49,31 @@ class DoctorWatch:
         self._logged: frozenset[tuple[str, str, str | None]] | None = None
         self._nospace: set[int] = set()  # members with a NOSPACE alarm in the last snapshot
         self.nospace_incidents = 0  # NOSPACE alarms seen appearing since start
+        self._windows: deque[WindowRecord] = deque(maxlen=MAX_WINDOWS)  # closed, oldest first
+        self._open: WindowRecord | None = None  # the window open now
+
+    def track_window(
+        self, now: datetime, window_open: bool, gates: Mapping[str, str | None]
+    ) -> None:
+        """Each cycle: which gates blocked while a window was open (for blocked_windows)."""
+        blocking = frozenset(g for g, reason in gates.items() if reason is not None)
+        if not window_open:
+            if self._open is not None:
+                self._windows.append(self._open)
+                self._open = None
+            return
+        if self._open is None:
+            self._open = WindowRecord(opened_at=now, cycles=1, blocked_throughout=blocking)
+        else:
+            self._open = WindowRecord(
+                opened_at=self._open.opened_at,
+                cycles=self._open.cycles + 1,
+                blocked_throughout=self._open.blocked_throughout & blocking,
+            )
+
+    @property
+    def windows_seen(self) -> tuple[WindowRecord, ...]:
+        return (*self._windows, *([self._open] if self._open is not None else []))
 
     def _before(self, lookback: float, now: float) -> ClusterSnapshot | None:
         old = [i for i, (t, _) in enumerate(self._snapshots) if now - t >= lookback]
@@ -124,6 +151,7 @@ class DoctorWatch:
             and settings.compaction.mode is not CompactionMode.NEVER
             and settings.daemon.compaction_interval > 0,
             nospace_incidents=self.nospace_incidents,
+            windows_seen=self.windows_seen,
         )
         report = run_checks(doc)
         self.last_report = report

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from etcdagent.errors import EtcdProtocolError
 from etcdagent.etcd import versions
@@ -46,6 +47,7 @@ _HISTOGRAMS = {
     "etcd_disk_backend_commit_duration_seconds": "backend_commit",
     "etcd_disk_backend_defrag_duration_seconds": "defrag_duration",
 }
+_PEER_ROUND_TRIP = "etcd_network_peer_round_trip_time_seconds"  # one histogram per peer ("To")
 _GRPC = "grpc_server_handled"
 # Every key-value operation the member's store served, whichever listener it came through: the
 # traffic measure where grpc_server_handled_total under-counts (``models.UNDERCOUNTED_GRPC``).
@@ -54,7 +56,9 @@ _MVCC_OPERATIONS = ("etcd_mvcc_range", "etcd_mvcc_put", "etcd_mvcc_delete", "etc
 _INT_FIELDS = {"db_size", "db_size_in_use", "quota", "current_revision", "compact_revision"}
 _BOOL_FIELDS = {"has_leader", "is_leader", "is_learner", "defrag_inflight"}
 
-_WANTED_PREFIXES = tuple(sorted({*_GAUGES, *_COUNTERS, *_HISTOGRAMS, *_MVCC_OPERATIONS, _GRPC}))
+_WANTED_PREFIXES = tuple(
+    sorted({*_GAUGES, *_COUNTERS, *_HISTOGRAMS, *_MVCC_OPERATIONS, _GRPC, _PEER_ROUND_TRIP})
+)
 _COMMENT_PREFIXES = tuple(
     f"# {kind} {name}" for kind in ("HELP", "TYPE") for name in _WANTED_PREFIXES
 )
@@ -90,6 +94,23 @@ def _histogram(family: Metric) -> Histogram | None:
     return Histogram(buckets=ordered, count=count, sum=total)
 
 
+def _per_peer(family: Metric) -> tuple[tuple[str, Histogram], ...]:
+    """One histogram per value of the ``To`` label (the peer's member ID in hex)."""
+    peers: dict[str, list[Sample]] = {}
+    for sample in family.samples:
+        peer = sample.labels.get("To")
+        if peer:
+            peers.setdefault(peer, []).append(sample)
+    found: list[tuple[str, Histogram]] = []
+    for peer, samples in sorted(peers.items()):
+        one = Metric(family.name, family.documentation, family.type)
+        one.samples = samples
+        histogram = _histogram(one)
+        if histogram is not None:
+            found.append((peer, histogram))
+    return tuple(found)
+
+
 def _finite(value: float) -> bool:
     return not (math.isnan(value) or math.isinf(value))
 
@@ -109,6 +130,8 @@ def parse_member_metrics(text: str, *, scraped_at: datetime, endpoint: str = "")
             name = family.name
             if name in _HISTOGRAMS and family.type == "histogram":
                 values[_HISTOGRAMS[name]] = _histogram(family)
+            elif name == _PEER_ROUND_TRIP and family.type == "histogram":
+                values["peer_round_trip"] = _per_peer(family)
             elif name in _GAUGES and family.samples:
                 field = _GAUGES[name]
                 value = family.samples[0].value

@@ -75,6 +75,17 @@ class DoctorSettings(SettingsGroup):
         description="More leader changes than this in the lookback is a warning (etcd-mixin "
         "etcdHighNumberOfLeaderChanges: 4 or more in 15 min).",
     )
+    peer_round_trip_p99_warning: Seconds = Field(
+        default=0.1,
+        description="Peer round-trip p99 above this is a warning: etcd's default "
+        "--heartbeat-interval (100 ms), which its tuning guide sets near the round trip, with "
+        "the election timeout (1000 ms) at least 10 times it.",
+    )
+    peer_round_trip_p99_critical: Seconds = Field(
+        default=0.5,
+        description="Peer round-trip p99 above this is critical: half of etcd's default "
+        "--election-timeout (1000 ms), where late heartbeats start elections.",
+    )
     max_apply_lag: int = Field(
         default=1000,
         ge=0,
@@ -103,6 +114,16 @@ class DoctorSettings(SettingsGroup):
         ge=0,
         description="The event and lease shares are judged only when the cluster holds at "
         "least this many keys (a share of a near-empty keyspace says nothing).",
+    )
+    blocked_windows_period: Seconds = Field(
+        default=3 * 86400.0,
+        description="In the daemon: a gate that blocked every maintenance window it saw over "
+        "this period is a warning (the EtcdagentGateBlockingEveryWindow alert's 3 days).",
+    )
+    blocked_windows_min: int = Field(
+        default=2,
+        ge=1,
+        description="...counted only once the daemon saw at least this many windows in it.",
     )
     key_count_interval: Seconds = Field(
         default=300.0,

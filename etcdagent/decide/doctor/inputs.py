@@ -15,6 +15,16 @@ from etcdagent.settings import Settings
 
 
 @dataclass(frozen=True)
+class WindowRecord:
+    """One maintenance window as the daemon lived it: when it saw it open, over how many
+    cycles, and the gates that blocked maintenance in every one of them."""
+
+    opened_at: datetime
+    cycles: int
+    blocked_throughout: frozenset[str]
+
+
+@dataclass(frozen=True)
 class DoctorInput:
     """``before`` is the snapshot about a lookback before ``after`` (None: none yet, so checks
     that compare the two say "not enough data"); ``now`` the time of ``after``.
@@ -37,6 +47,7 @@ class DoctorInput:
     known_bugs: KnownBugs | None = None
     agent_compacts: bool | None = None
     nospace_incidents: int = 0  # NOSPACE alarms the daemon saw raised since it started
+    windows_seen: tuple[WindowRecord, ...] = ()  # the daemon's recent windows (none: `doctor`)
 
     def earlier(self, snap: MemberSnapshot) -> MemberSnapshot | None:
         """The same member in ``before``, if it was there."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from etcdagent.decide.doctor.agent_view import check_agent
+from etcdagent.decide.doctor.agent_view import check_agent, check_blocked_windows
 from etcdagent.decide.doctor.alarms import check_alarms
 from etcdagent.decide.doctor.compaction import check_compaction
 from etcdagent.decide.doctor.disk import check_disk_latency
@@ -20,6 +20,7 @@ from etcdagent.decide.doctor.leader import (
     check_slow_apply_and_proposals,
 )
 from etcdagent.decide.doctor.membership import check_members, check_versions
+from etcdagent.decide.doctor.network import check_peer_round_trip
 from etcdagent.decide.doctor.quota import check_quota, check_quota_size
 
 Check = Callable[[DoctorInput], list[Finding]]
@@ -32,12 +33,14 @@ CHECKS: tuple[Check, ...] = (
     check_compaction,
     check_disk_latency,
     check_leader,
+    check_peer_round_trip,
     check_apply_lag,
     check_slow_apply_and_proposals,
     check_members,
     check_versions,
     check_keyspace,
     check_agent,
+    check_blocked_windows,
 )
 
 

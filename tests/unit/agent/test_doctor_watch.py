@@ -84,3 +84,42 @@ def test_a_nospace_alarm_seen_earlier_stays_a_warning() -> None:
     [alarms] = [f for f in report.findings if f.check == "alarms"]
     assert alarms.severity is Severity.WARNING
     assert "NOSPACE was raised 1 time(s)" in alarms.summary
+
+
+def test_a_gate_that_blocked_every_window_for_days_is_a_warning() -> None:
+    """Daily windows, 4 cycles each: traffic blocked all of three; wal_fsync only some cycles.
+    One window where every gate opened once breaks the streak."""
+    metrics = AgentMetrics(CollectorRegistry())
+    watch = DoctorWatch(metrics.doctor, monotonic=lambda: 0.0)
+    client: ClusterClient = _NoEtcd()  # type: ignore[assignment]
+    s = settings()
+
+    def day(n: int, *, opens_once: bool = False) -> None:
+        start = WHEN + timedelta(days=n)
+        for cycle in range(4):
+            gates = {"traffic": "busy", "wal_fsync_p99": "slow" if cycle % 2 else None}
+            if opens_once and cycle == 3:
+                gates = {"traffic": None, "wal_fsync_p99": None}
+            watch.track_window(start + timedelta(minutes=15 * cycle), True, gates)
+        watch.track_window(start + timedelta(hours=2), False, {"traffic": "busy"})
+
+    def blocked(now_days: float) -> list[str]:
+        now = WHEN + timedelta(days=now_days)
+        watch.observe(client, s, three(), {}, now)
+        assert watch.last_report is not None
+        return [f.summary for f in watch.last_report.findings if f.check == "blocked_windows"]
+
+    day(0, opens_once=True)
+    day(1)
+    assert blocked(1.5) == []  # the window of day 0 ran maintenance once
+    day(2)
+    day(3)
+    [summary] = blocked(3.5)  # days 1 to 3: the 3-day period holds days 1, 2 and 3
+    assert summary.startswith("gate traffic blocked every maintenance window of the last 72h")
+    assert "(3 windows since" in summary and "wal_fsync" not in summary
+    assert (
+        metrics.registry.get_sample_value(
+            "etcdagent_doctor_finding", {"check": "blocked_windows", "severity": "warning"}
+        )
+        == 1
+    )

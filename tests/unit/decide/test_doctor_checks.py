@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from etcdagent_testing.snapshots import GIB, MIB, WHEN, alarm, cluster, settings, snap, three
+from etcdagent_testing.snapshots import GIB, IDS, MIB, WHEN, alarm, cluster, settings, snap, three
 
 from etcdagent.decide.apiserver import judge_apiserver
 from etcdagent.decide.doctor.finding import Finding, Severity
 from etcdagent.decide.doctor.inputs import DoctorInput
 from etcdagent.decide.doctor.run import run_checks
-from etcdagent.models import MemberMetrics
+from etcdagent.models import Histogram, MemberMetrics
 from etcdagent.observe.compact_rev_key import CompactRevKey
 from etcdagent.observe.key_counts import KeyCounts
 from etcdagent.observe.known_bugs import load_known_bugs
@@ -217,6 +218,47 @@ def test_leader_changes_and_counters_increasing_between_the_snapshots() -> None:
     assert severities(d, "slow_apply") == {"m2": Severity.WARNING}
     assert of(d, "proposals_failed") == []
     assert set(severities(d, "apply_lag")) == {"m1", "m2", "m3"}
+
+
+def rtt(*counts: float) -> Histogram:
+    """A round-trip histogram: ``counts`` observations in the 1 ms, 0.2 s and 0.8 s buckets."""
+    fast, slow, slower = counts
+    return Histogram(
+        buckets=((0.001, fast), (0.2, fast + slow), (0.8, fast + slow + slower),
+                 (math.inf, fast + slow + slower)),
+        count=fast + slow + slower,
+        sum=0.0,
+    )  # fmt: skip
+
+
+def with_peers(member: MemberSnapshot, peers: dict[str, Histogram]) -> MemberSnapshot:
+    ids = {m: f"{IDS[m]:x}" for m in peers}
+    return with_metrics(member, peer_round_trip=tuple((ids[m], h) for m, h in peers.items()))
+
+
+def test_peer_round_trip_names_the_slow_pair_over_the_lookback_only() -> None:
+    before = cluster(
+        with_peers(snap("m1"), {"m2": rtt(50, 0, 0), "m3": rtt(50, 0, 0)}),
+        with_peers(snap("m2"), {"m1": rtt(50, 0, 0), "m3": rtt(0, 50, 0)}),  # slow before
+        snap("m3"),
+    )
+    after = cluster(
+        with_peers(snap("m1"), {"m2": rtt(100, 0, 0), "m3": rtt(50, 50, 0)}),  # m3 got slow
+        with_peers(snap("m2"), {"m1": rtt(100, 0, 0), "m3": rtt(50, 50, 0)}),  # m3 fast again
+        with_peers(snap("m3"), {"m1": rtt(0, 0, 10), "m2": rtt(10, 0, 0)}),  # no earlier scrape
+    )
+    d = doc(after, before=before)
+    assert severities(d, "peer_round_trip") == {
+        "m1": Severity.WARNING,
+        "m2": Severity.OK,
+        "m3": Severity.CRITICAL,  # cumulative since it started: nothing to compare with
+    }
+    [m1] = [f for f in of(d, "peer_round_trip") if f.member == "m1"]
+    assert "slowest to m3" in m1.summary and "over the last 5m" in m1.summary
+    assert m1.evidence["p99_seconds_to_m2"] is not None
+    assert m1.evidence["p99_seconds_to_m2"] < 0.001  # type: ignore[operator]
+    [m3] = [f for f in of(d, "peer_round_trip") if f.member == "m3"]
+    assert "since it started" in m3.summary and "--election-timeout" in m3.action
 
 
 def test_no_leader_is_critical() -> None:

@@ -263,3 +263,34 @@ def test_lines_of_wanted_families_with_arbitrary_tails(parts: list[tuple[str, st
     text = "\n".join(name + tail for name, tail in parts)
     with contextlib.suppress(EtcdProtocolError):
         parse(text)
+
+
+PEER_ROUND_TRIPS = """\
+# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers
+# TYPE etcd_network_peer_round_trip_time_seconds histogram
+etcd_network_peer_round_trip_time_seconds_bucket{To="118089dec9eef41",le="0.0001"} 1
+etcd_network_peer_round_trip_time_seconds_bucket{To="118089dec9eef41",le="0.0002"} 2
+etcd_network_peer_round_trip_time_seconds_bucket{To="118089dec9eef41",le="+Inf"} 2
+etcd_network_peer_round_trip_time_seconds_sum{To="118089dec9eef41"} 0.0002
+etcd_network_peer_round_trip_time_seconds_count{To="118089dec9eef41"} 2
+etcd_network_peer_round_trip_time_seconds_bucket{To="652879c7a5f06890",le="0.0001"} 0
+etcd_network_peer_round_trip_time_seconds_bucket{To="652879c7a5f06890",le="0.0002"} 0
+etcd_network_peer_round_trip_time_seconds_bucket{To="652879c7a5f06890",le="+Inf"} 3
+etcd_network_peer_round_trip_time_seconds_sum{To="652879c7a5f06890"} 1.5
+etcd_network_peer_round_trip_time_seconds_count{To="652879c7a5f06890"} 3
+"""
+
+
+def test_peer_round_trips_are_one_histogram_per_peer() -> None:
+    """As etcd 3.4.23 and 3.6.14 print them on a 3-member cluster (the "To" label is the peer's
+    member ID in hex)."""
+    metrics = parse_member_metrics(PEER_ROUND_TRIPS, scraped_at=datetime(2026, 12, 1, tzinfo=UTC))
+    peers = dict(metrics.peer_round_trip or ())
+    assert set(peers) == {"118089dec9eef41", "652879c7a5f06890"}
+    assert peers["118089dec9eef41"].count == 2
+    assert peers["652879c7a5f06890"].buckets[-1] == (math.inf, 3.0)
+
+
+def test_a_single_member_has_no_peer_round_trips() -> None:
+    metrics = parse_member_metrics("", scraped_at=datetime(2026, 12, 1, tzinfo=UTC))
+    assert metrics.peer_round_trip is None

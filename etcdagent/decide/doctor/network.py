@@ -31,7 +31,18 @@ def check_peer_round_trip(doc: DoctorInput) -> list[Finding]:
     names = {f"{s.member.id:x}": s.member.display_name for s in doc.after.members}
     findings: list[Finding] = []
     for snap in doc.after.members:
-        if snap.metrics is None or not snap.metrics.peer_round_trip:
+        if snap.metrics is None or len(doc.after.members) < 2:
+            continue
+        if not snap.metrics.peer_round_trip:
+            findings.append(
+                Finding(
+                    check="peer_round_trip",
+                    severity=Severity.INFO,
+                    member=snap.member.display_name,
+                    summary="no round trip to a peer measured yet (etcd probes its peers every "
+                    "few seconds; a member that just started has none)",
+                )
+            )
             continue
         earlier = doc.earlier(snap)
         before: dict[str, Histogram] = (

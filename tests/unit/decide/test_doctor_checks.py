@@ -398,3 +398,9 @@ def test_gates_blocking_now_are_info() -> None:
     gates = of(d, "gates")
     assert gates and all(f.severity is Severity.INFO for f in gates)
     assert any("wal_fsync_p99" in f.summary for f in gates)  # no signals: the gate blocks
+
+
+def test_peer_round_trip_not_measured_yet_is_info_and_a_single_member_has_none() -> None:
+    d = doc(three())  # metrics without the family: no probe yet
+    assert set(severities(d, "peer_round_trip").values()) == {Severity.INFO}
+    assert of(doc(cluster(snap("m1"))), "peer_round_trip") == []

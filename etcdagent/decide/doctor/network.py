@@ -48,11 +48,24 @@ def check_peer_round_trip(doc: DoctorInput) -> list[Finding]:
         before: dict[str, Histogram] = (
             dict(earlier.metrics.peer_round_trip or ()) if earlier and earlier.metrics else {}
         )
-        window = f"the last {format_duration(doc.lookback)}" if before else "since it started"
+        if not before:
+            # Not since the member started: the probes of its first seconds (peers still
+            # starting) are no measure of the network.
+            findings.append(
+                Finding(
+                    check="peer_round_trip",
+                    severity=Severity.INFO,
+                    member=snap.member.display_name,
+                    summary="round trips not judged yet: they need two scrapes a lookback apart",
+                )
+            )
+            continue
+        window = f"the last {format_duration(doc.lookback)}"
         pairs: list[tuple[float, str]] = []
         evidence: Evidence = {}
         for peer, histogram in snap.metrics.peer_round_trip:
-            p99 = histogram_quantile(0.99, before.get(peer) if before else None, histogram)
+            older = before.get(peer)
+            p99 = histogram_quantile(0.99, older, histogram) if older is not None else None
             name = names.get(peer, peer)
             evidence[f"p99_seconds_to_{name}"] = p99
             if p99 is not None:

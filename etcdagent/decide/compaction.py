@@ -257,7 +257,8 @@ def left_to_apiserver(
     if apiserver.key is None:
         return (
             f"{apiserver.describe()}: with compaction.mode auto nothing is compacted while it "
-            "is unknown whether kube-apiserver compacts"
+            "is unknown whether kube-apiserver compacts (with auth on, give the agent's user "
+            "read and write access to compact_rev_key, or set compaction.mode always or never)"
         )
     if apiserver.leaves_compaction:
         quiet = format_duration(apiserver.horizon)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from etcdagent.act.compaction_step import SPARE_PREFIX
 from etcdagent.act.executor import Executor
-from etcdagent.act.lock import default_holder
+from etcdagent.act.lock import current_holder, default_holder
 from etcdagent.act.markers import due, prune_markers, read_markers, write_marker
 from etcdagent.act.run_report import (
     Outcome,
@@ -245,8 +245,15 @@ class Maintenance:
             outcome = _dry_run_defrag_outcome(first, will_compact)
             return self._record.finish(report, outcome, first.refusal)
         if first.refusal and not will_compact:
-            return self._record.finish(report, Outcome.REFUSED, first.refusal)
-        if first.nothing_to_do and not will_compact:
+            holder = self._other_holder(snapshot) if self.settings.lock.timeout > 0 else None
+            if holder is None:
+                return self._record.finish(report, Outcome.REFUSED, first.refusal)
+            # Maybe the other agent's own work: a member it defragments does not answer.
+            report.notes.append(
+                f"{first.refusal}; {holder} holds the maintenance lock: waiting for it, then "
+                "deciding again"
+            )
+        elif first.nothing_to_do and not will_compact:
             return self._record.finish(report, Outcome.NOTHING_TO_DO)
         busy = self._lock.acquire(report)
         if busy is not None:
@@ -258,6 +265,16 @@ class Maintenance:
             return self._defrag_locked(report, first, force=force)
         finally:
             self._lock.release()
+
+    def _other_holder(self, snapshot: ClusterSnapshot) -> str | None:
+        """Who holds the maintenance lock now, if anybody (asked of an answering member)."""
+        client = self._reader(snapshot)
+        if client is None:
+            return None
+        try:
+            return current_holder(client) or None
+        except EtcdError:
+            return None
 
     def _defrag_locked(self, report: RunReport, first: Plan, *, force: bool) -> RunReport:
         """With the lock, and no compaction first: decide again, then defragment."""

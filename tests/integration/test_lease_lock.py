@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -315,3 +316,38 @@ def test_a_killed_holders_lock_expires(
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_waiting_defrag_does_not_refuse_on_a_member_the_lock_holders_work_silences(
+    etcd_cluster: EtcdCluster, client: ClusterClient
+) -> None:
+    """Another agent holds the lock while a member does not answer (as one it defragments on
+    3.5.1 does not): `defrag --lock-timeout` waits for the lock and decides again, instead of
+    refusing on the silent member before it waits."""
+    holder = MaintenanceLock(members_of(client), holder="agent A pid 1 (defrag)")
+    holder.acquire(timeout=0)
+    silent = etcd_cluster.followers()[0]
+    silent.stop()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etcdagent", "defrag", "--force", "--no-compact",
+         "--endpoints", ",".join(etcd_cluster.endpoints), "--lock-timeout", "60s",
+         "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "ETCDAGENT_DEFRAG__WAIT_BETWEEN": "100ms",
+             "ETCDAGENT_CONNECTION__REQUEST_TIMEOUT": "1s",
+             "ETCDAGENT_CONNECTION__RETRY_DEADLINE": "500ms"},
+    )  # fmt: skip
+    try:
+        time.sleep(8)  # the waiter observed the silent member and waits for the lock
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        silent.cont()
+        holder.release()
+    out, err = proc.communicate(timeout=120)
+    report = json.loads(out)
+    assert proc.returncode == 0, (report, err[-2000:])
+    assert report["outcome"] == "done", report
+    assert any(
+        f"{silent.name} does not answer" in n and "agent A pid 1 (defrag) holds" in n
+        for n in report["notes"]
+    ), report["notes"]

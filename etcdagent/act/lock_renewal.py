@@ -77,7 +77,8 @@ class LeaseRenewal:
         return None
 
     def _renew_loop(self) -> None:
-        """Renew every TTL/3 until stopped, or until etcd says the lease is gone.
+        """Renew every TTL/3 until stopped, until etcd says the lease is gone, or until no
+        renewal has succeeded for a whole TTL (etcd dropped it: renewing is pointless then).
 
         After a failure the next round comes sooner. Each request gets a sixth of the TTL (at
         least 0.5 s), so a frozen first member leaves time to reach the others before expiry.
@@ -88,10 +89,16 @@ class LeaseRenewal:
         while not self._stop.wait(delay):
             try:
                 ttl, sent = self._requests.keepalive(self.lease_id, timeout=timeout)
-            except Exception as exc:  # anything: this thread must keep trying until stopped
+            except Exception as exc:  # anything: this thread keeps trying until stopped or lost
                 if self._stop.is_set():
                     return
                 log.warning("maintenance lock: lease renewal failed", key=self.key, error=str(exc))
+                lost = self.lost_reason()
+                if lost is not None:
+                    # A whole TTL without a renewal: etcd has dropped the lease, so renewing it
+                    # is over (the holder sees the loss before its next step).
+                    log.error("maintenance lock lost", key=self.key, holder=self.holder, why=lost)
+                    return
                 delay = interval / 4
                 continue
             if self._stop.is_set():

@@ -87,12 +87,16 @@ def defrag_worth(
     return False, f"{numbers}: not worth it ({rule})" if not force_text else numbers
 
 
+MIB = 1024**2
+
+
 def _order(snapshot: ClusterSnapshot, members: list[MemberSnapshot]) -> list[MemberSnapshot]:
-    """Followers first (largest reclaim first), the leader last."""
+    """Followers first (largest reclaim first, by the MiB: a page more or less, as the lock's
+    own write makes, must not reorder what a dry run showed), the leader last."""
     leader = snapshot.leader_id
     followers = sorted(
         (m for m in members if m.member.id != leader),
-        key=lambda m: (-(m.free or 0), m.member.name),
+        key=lambda m: (-((m.free or 0) // MIB), m.member.name),
     )
     return followers + [m for m in members if m.member.id == leader]
 

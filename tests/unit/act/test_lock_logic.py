@@ -206,6 +206,23 @@ def test_lost_after_a_ttl_without_renewal_and_release_stops_the_thread_at_once()
     assert etcd.leases == set()
 
 
+def test_the_renewal_thread_gives_up_once_the_lock_is_lost() -> None:
+    """Every member gone for a whole TTL: etcd dropped the lease, so the thread stops renewing
+    (it no longer logs a failure every few hundred ms for the rest of the process)."""
+    etcd, clock = FakeEtcd(), FakeClock()
+    member = FakeMember(etcd, "m1")
+    lock = make_lock([member], clock, ttl=1.5)  # the thread's first renewal after 0.5 s
+    lock.acquire(timeout=0)
+    member.error = EtcdUnreachableError("m1: connection refused", transient=True)
+    clock.now += 2.0  # past the TTL by the lock's clock
+    renewal = lock._renewal
+    assert renewal is not None
+    renewal._thread.join(timeout=5)
+    assert not renewal._thread.is_alive()
+    with pytest.raises(LockLostError):
+        lock.ensure_held()
+
+
 def test_arguments_and_holder() -> None:
     assert default_holder("defrag").startswith("etcdagent@")
     assert default_holder("defrag").endswith(" (defrag)")

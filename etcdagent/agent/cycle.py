@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from etcdagent.act.lock import current_holder
 from etcdagent.act.maintenance import Maintenance
 from etcdagent.act.run_report import Outcome, PlanListener, RunReport
 from etcdagent.act.step_results import StepResult, StepStatus
@@ -192,8 +193,26 @@ class CycleRunner:
             apiserver=self.apiserver, once=self.once,
         )  # fmt: skip
         self._log_decision(decision, window)
+        if self.once and decision.action is None and window.open and decision.blocking:
+            self._log_other_holder(snapshot)
         self._nospace_observed(snapshot)
         self.last_report = self._act(decision, window)
+
+    def _log_other_holder(self, snapshot: ClusterSnapshot) -> None:
+        """`run --once` blocked by a gate: say so when another agent holds the lock, whose work
+        (a member it defragments not answering) may be what blocks this pass."""
+        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        if via is None or via.endpoint is None:
+            return
+        try:
+            holder = current_holder(self.cluster.member(via.endpoint, via.member.name))
+        except EtcdError:
+            return
+        if holder:
+            log.info(
+                "another agent is maintaining the cluster; this pass is blocked meanwhile",
+                reason=f"maintenance already running by {holder}",
+            )
 
     def _read_compact_rev_key(self, snapshot: ClusterSnapshot) -> None:
         """Every cycle: the daemon's witness of how long compact_rev_key has been quiet (the

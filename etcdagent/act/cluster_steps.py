@@ -102,7 +102,7 @@ class DisarmStep:
         assert step.alarm is not None
         ctx = self.ctx
         snapshot = ctx.observe(with_metrics=False)
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         if via is None:
             return ctx.result(step, StepStatus.FAILED, "no member answers")
         client = ctx.client_for(via)

@@ -136,7 +136,7 @@ class Maintenance:
         self._lock.ensure_held()
 
     def _reader(self, snapshot: ClusterSnapshot) -> MemberClient | None:
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         return self.executor.client_for(via) if via is not None else None
 
     def _markers(self, client: MemberClient, report: RunReport) -> list[Marker]:

@@ -96,7 +96,7 @@ class SweepLock:
         for snap in snapshot.voting:
             if snap.metrics is not None and snap.metrics.defrag_inflight:
                 return f"{snap.member.display_name} is being defragmented by someone else"
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         if via is not None:
             holder = current_holder(self.executor.client_for(via))
             if holder:

@@ -201,7 +201,7 @@ class CycleRunner:
     def _log_other_holder(self, snapshot: ClusterSnapshot) -> None:
         """`run --once` blocked by a gate: say so when another agent holds the lock, whose work
         (a member it defragments not answering) may be what blocks this pass."""
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         if via is None or via.endpoint is None:
             return
         try:
@@ -217,7 +217,7 @@ class CycleRunner:
     def _read_compact_rev_key(self, snapshot: ClusterSnapshot) -> None:
         """Every cycle: the daemon's witness of how long compact_rev_key has been quiet (the
         markers alone prove a quiet key only once one older than two intervals exists)."""
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         if via is None or via.endpoint is None:
             return
         settings = self.settings.compaction

@@ -87,7 +87,7 @@ class DoctorWatch:
         if self._counted_at is not None and now - self._counted_at < every:
             return
         self._counted_at = now
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
         if via is None or via.endpoint is None:
             return
         try:

@@ -21,7 +21,7 @@ def observe_compaction(
     cluster: ClusterClient, snapshot: ClusterSnapshot, settings: Settings
 ) -> ApiserverCompaction | None:
     """The judgement on compact_rev_key; None when no member answers."""
-    via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+    via = snapshot.answering_voter()
     if via is None or via.endpoint is None:
         return None
     client = cluster.member(via.endpoint, via.member.name)

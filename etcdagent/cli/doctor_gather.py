@@ -29,7 +29,7 @@ def read_key_counts(
     cluster: ClusterClient, snapshot: ClusterSnapshot
 ) -> tuple[KeyCounts | None, str | None]:
     """The counts through the first voting member that answers, or why there are none."""
-    via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+    via = snapshot.answering_voter()
     if via is None or via.endpoint is None:
         return None, "no voting member answers"
     try:

@@ -183,7 +183,7 @@ def compact_step(
     leader = snapshot.by_id(snapshot.leader_id) if snapshot.leader_id is not None else None
     via = leader if leader is not None and leader.reachable else None
     if via is None:
-        via = next((m for m in snapshot.voting if m.reachable and m.endpoint), None)
+        via = snapshot.answering_voter()
     if via is None or snapshot.leader_id is None:
         return None, "compaction needs a leader and an answering member"
     compacted = compacted_revision(snapshot)

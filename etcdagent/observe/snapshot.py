@@ -194,6 +194,11 @@ class ClusterSnapshot(BaseModel):
     def by_id(self, member_id: int) -> MemberSnapshot | None:
         return next((m for m in self.members if m.member.id == member_id), None)
 
+    def answering_voter(self) -> MemberSnapshot | None:
+        """The first voting member that answered and has an endpoint: where a cluster-wide
+        read or raft request goes when any member will do."""
+        return next((m for m in self.voting if m.reachable and m.endpoint), None)
+
     def local(self, local: str) -> MemberSnapshot | None:
         """The member ``--local-member`` names: the one ``gather`` resolved, else (a snapshot
         made without it) by name or advertised client URL."""

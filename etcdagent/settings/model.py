@@ -12,7 +12,17 @@ reading files and reporting errors is :mod:`.loading`.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -20,6 +30,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from etcdagent.settings.clusters import (
+    DEFAULT_CLUSTER,
+    ClusterEntry,
+    describe_problems,
+    merged_input,
+    unique_names,
+)
 from etcdagent.settings.connection import (
     AuthSettings,
     ConnectionSettings,
@@ -67,6 +84,15 @@ class Settings(BaseSettings):
         "timezone: Europe/Berlin}. Emergencies do not wait for a window.",
     )
 
+    clusters: Annotated[list[ClusterEntry], AfterValidator(unique_names)] = Field(
+        default_factory=list,
+        description="Several etcd clusters in one agent (e.g. the events etcd beside the main "
+        "one): a list of {name, connection: {endpoints: [...]}, ...}, each setting what differs "
+        "and inheriting everything else from the top level. Without it: one cluster, named "
+        "default, configured by the top level.",
+    )
+    _per_cluster: dict[str, Settings] = PrivateAttr(default_factory=dict)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -105,9 +131,36 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("clusters")
+    @classmethod
+    def _check_clusters(
+        cls, entries: list[ClusterEntry], info: ValidationInfo
+    ) -> list[ClusterEntry]:
+        """Each cluster's own settings, built once here so that a mistake in one fails at
+        start with the cluster's name and field in the message."""
+        for entry in entries:
+            try:
+                Settings.model_validate(merged_input(info.data, entry))
+            except ValidationError as exc:
+                raise ValueError(describe_problems(entry.name, exc.errors())) from None
+        return entries
+
+    @model_validator(mode="after")
+    def _build_clusters(self) -> Settings:
+        self._per_cluster = {
+            e.name: Settings.model_validate(merged_input(dict(self), e)) for e in self.clusters
+        }
+        return self
+
+    def per_cluster(self) -> dict[str, Settings]:
+        """Name -> the settings of that cluster (without ``clusters:``: default -> these)."""
+        return dict(self._per_cluster) if self.clusters else {DEFAULT_CLUSTER: self}
+
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs or metrics."""
         found: list[str] = []
         if self.auth.password is not None:
             found.append(self.auth.password.get_secret_value())
+        for cluster in self._per_cluster.values():
+            found += cluster.secrets()
         return [s for s in found if s]

@@ -110,9 +110,12 @@ def _plain_type_text(base: Any, meta: list[Any]) -> str:
         return "one of " + ", ".join(str(member.value) for member in base)
     if typing.get_origin(base) is list:
         (item,) = typing.get_args(base)
-        return "list of windows" if is_model(base_type(item)) else "list of strings"
+        if is_model(base_type(item)):
+            return f"list of {getattr(base_type(item), '__doc_name__', 'windows')}"
+        return "list of mappings" if typing.get_origin(item) is dict else "list of strings"
     if typing.get_origin(base) is dict:
-        return "mapping of strings"
+        (_, value) = typing.get_args(base)
+        return "mapping of strings" if value is str else "mapping (the group's settings)"
     # A new kind of field: show it rather than guess.
     return getattr(base, "__name__", str(base))  # pragma: no cover
 

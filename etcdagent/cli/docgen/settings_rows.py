@@ -84,7 +84,7 @@ def _item_rows(dotted: str, annotation: Any) -> list[SettingDoc]:
     item_hints = hints(item)
     for name, sub in item.model_fields.items():
         sub_meta = metadata(item_hints[name], sub)
-        default = REQUIRED if sub.is_required() else default_text(sub.default, sub_meta)
+        default = REQUIRED if sub.is_required() else default_text(default_value(sub), sub_meta)
         rows.append(
             SettingDoc(
                 name=f"{dotted}[].{name}",

@@ -1,8 +1,9 @@
-"""The agent daemon: every interval, watch, decide, act; expose /metrics, /healthz, /readyz.
+"""One cluster's loop: every interval, watch, decide, act; its health and readiness.
 
 The pass itself (observe, decide, act under the lock, back-off) is
-:class:`~etcdagent.agent.cycle.CycleRunner`'s; this module is the process around it: the loop
-thread and its interruptible sleep, the signals, the configuration reload and the HTTP surface.
+:class:`~etcdagent.agent.cycle.CycleRunner`'s; this module is the loop around it: its thread
+and interruptible sleep, its configuration reload, its health for /healthz and /readyz. The
+process (agent/process.py) runs one per cluster and owns the signals and the HTTP server:
 SIGTERM starts no new step, lets the current one finish or time out, releases the lock and exits
 within the grace period; SIGHUP reloads the config file before the next cycle. While the NOSPACE
 emergency is on, the pause between cycles watches the alarms (agent/alarm_watch.py): a NOSPACE
@@ -11,13 +12,10 @@ raised between cycles starts the next one within about a second, not an interval
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -29,11 +27,11 @@ from etcdagent.act.nospace_slots import SlotKeeper
 from etcdagent.act.run_report import Outcome, RunReport
 from etcdagent.agent.alarm_watch import AlarmWatch, NospaceProbe
 from etcdagent.agent.cycle import CycleRunner
-from etcdagent.agent.http_server import AgentHTTPServer, push
+from etcdagent.agent.http_server import AgentHTTPServer
 from etcdagent.clock import utcnow
 from etcdagent.decide.defrag_budget import within_grace
 from etcdagent.decide.triggers import CycleDecision, Trigger
-from etcdagent.errors import ConfigError, EtcdAgentError
+from etcdagent.errors import ConfigError
 from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.observe.signals import SignalHistory
 from etcdagent.settings import Settings
@@ -53,7 +51,9 @@ class Daemon(CycleRunner):
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         once: bool = False,
+        name: str = "default",
     ) -> None:
+        self.name = name  # the cluster this loop maintains (``clusters:``; else default)
         self._load = load_settings  # called again on SIGHUP
         super().__init__(
             # A defrag must end within the grace period SIGTERM gives (decide/defrag_budget.py).
@@ -69,7 +69,8 @@ class Daemon(CycleRunner):
         )
         self._reload = False
         self.started_at: float | None = None
-        self.server: AgentHTTPServer | None = None
+        self.server: AgentHTTPServer | None = None  # the process's, once it serves
+        self._keeper: SlotKeeper | None = None
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -178,29 +179,41 @@ class Daemon(CycleRunner):
             return
         log.info("nospace recovery timing", **recovery_timing(report))
 
-    def run(self, *, install_signals: bool = True) -> int:
-        """Serve and loop until SIGTERM/SIGINT; returns the exit code (0)."""
+    def start(self) -> threading.Thread:
+        """Start this cluster's loop (and its NOSPACE slot keeper) in a thread of its own; the
+        process (agent/process.py) serves, handles signals and waits."""
         self.started_at = self.monotonic()
-        server = self._start_server()
-        handlers = {
-            signal.SIGTERM: self.request_stop,
-            signal.SIGINT: self.request_stop,
-            signal.SIGHUP: self.request_reload,
-        }
-        keeper = self._start_slot_keeper()
-        with _signal_handlers(handlers if install_signals else {}):
-            worker = threading.Thread(target=self._loop, name="etcdagent-loop", daemon=True)
-            worker.start()
-            try:
-                self._wait_for_stop(worker)
-            finally:
-                server.stop()
-                if keeper is not None:
-                    keeper.stop()
+        self._keeper = self._start_slot_keeper()
+        worker = threading.Thread(
+            target=self._loop_bound, name=f"etcdagent-loop-{self.name}", daemon=True
+        )
+        worker.start()
+        return worker
+
+    def stopped(self, worker: threading.Thread) -> None:
+        """After the process stopped waiting for ``worker``: the slot keeper goes, and the
+        clients close unless a step still runs in the loop (it exits with the process)."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         if not worker.is_alive():
             self.cluster.close()
-        log.info("etcdagent stopped")
-        return 0
+
+    def _loop_bound(self) -> None:
+        structlog.contextvars.bind_contextvars(cluster=self.name)  # every line of this loop
+        self._loop()
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Serve and loop this one cluster until SIGTERM/SIGINT (agent/process.py)."""
+        from etcdagent.agent.process import AgentProcess
+
+        return AgentProcess.of(self).run(install_signals=install_signals)
+
+    def run_once(self, *, install_signals: bool = True) -> int:
+        """CronJob mode for this one cluster (agent/process.py)."""
+        from etcdagent.agent.process import AgentProcess
+
+        return AgentProcess.of(self).run_once(install_signals=install_signals)
 
     def _start_slot_keeper(self) -> SlotKeeper | None:
         """Keep the NOSPACE recovery slots (act/nospace_slots.py) while this daemon may recover."""
@@ -217,44 +230,12 @@ class Daemon(CycleRunner):
         endpoints = list(dict.fromkeys([*self.known_endpoints, *cluster.endpoints]))
         return [cluster.member(e) for e in endpoints]
 
-    def _start_server(self) -> AgentHTTPServer:
-        server = AgentHTTPServer(
-            self.settings.daemon.listen, self.registry, healthy=self.healthy, ready=self.ready
-        ).start()
-        self.server = server
-        log.info(
-            "etcdagent started",
-            version=__version__,
-            listen=server.url,
-            config=effective_config(self.settings),
-        )
-        return server
+    def pass_once(self) -> int:
+        """One pass: two samples (for rates and p99), one decision, its action; 0 or 1.
 
-    def _wait_for_stop(self, worker: threading.Thread) -> None:
-        """Until a stop is asked for; then give the running step the grace period, no more."""
-        while worker.is_alive() and not self.stop.is_set():
-            worker.join(0.2)
-        if worker.is_alive():
-            grace = self.settings.daemon.grace_period
-            log.info("stopping: no new step starts", grace_period=grace)
-            worker.join(grace)
-            if worker.is_alive():
-                log.warning(
-                    "grace period over with a step still running; exiting anyway (the "
-                    "maintenance lock expires by itself with its lease)"
-                )
-
-    def run_once(self, *, install_signals: bool = True) -> int:
-        """CronJob mode: two samples (for rates and p99), one decision, its action, exit code.
-
-        SIGTERM/SIGINT (a Job deadline, a node drain) start no new step; the running one
-        finishes or times out and the lock is released; the exit code is then 1.
+        A stop asked for (SIGTERM/SIGINT: a Job deadline, a node drain) starts no new step;
+        the running one finishes or times out and the lock is released; the result is then 1.
         """
-        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop}
-        with _signal_handlers(handlers if install_signals else {}):
-            return self._run_once()
-
-    def _run_once(self) -> int:
         log.info(
             "etcdagent started (one pass)",
             version=__version__,
@@ -265,33 +246,7 @@ class Daemon(CycleRunner):
             gap = min(self.settings.daemon.lookback, self.settings.daemon.interval)
             self.stop.wait(gap)
         ok = self.cycle()
-        if self.settings.daemon.pushgateway:
-            try:
-                push(self.registry, self.settings.daemon.pushgateway)
-            except EtcdAgentError as exc:
-                log.error("push to the Pushgateway failed", error=str(exc))
-                ok = False
         return 0 if ok and not self.stop.is_set() and self.pass_succeeded() else 1
-
-
-@contextlib.contextmanager
-def _signal_handlers(handlers: Mapping[signal.Signals, Callable[[], None]]) -> Iterator[None]:
-    """Route each signal to its handler while inside; the previous handlers come back after."""
-    previous: dict[signal.Signals, Any] = {
-        sig: signal.signal(sig, _on_signal(handler)) for sig, handler in handlers.items()
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _on_signal(handler: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        handler()
-
-    return on_signal
 
 
 def recovery_timing(report: RunReport) -> dict[str, Any]:

@@ -19,22 +19,20 @@ import socketserver
 import sys
 import threading
 import urllib.error
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, push_to_gateway
 
+from etcdagent.agent.probes import Check, Checks, as_checks, probe
 from etcdagent.errors import ConfigError, EtcdAgentError
 
 log = structlog.get_logger()
-
-# A check answers None when all is well, else why not (one line, shown to the prober).
-Check = Callable[[], str | None]
 
 MAX_HEADER_BYTES = 16 * 1024  # the request's header lines together; Prometheus sends ~300 B
 REQUEST_TIMEOUT = 10.0  # seconds a connection may take to send its request
@@ -159,15 +157,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _text(self, status: HTTPStatus, text: str, **headers: str) -> None:
         self._send(status, (text.rstrip("\n") + "\n").encode(), headers=headers)
 
-    def _check(self, check: Check | None) -> None:
-        try:
-            problem = check() if check is not None else None
-        except Exception as exc:  # a broken check must answer, not kill the request
-            problem = f"check failed: {type(exc).__name__}: {exc}"
-        if problem is None:
-            self._text(HTTPStatus.OK, "ok")
+    def _check(self, checks: Checks) -> None:
+        """``?cluster=NAME`` answers for that cluster, else for all (agent/probes.py)."""
+        asked = parse_qs(urlsplit(self.path).query).get("cluster")
+        answer = probe(checks, asked[-1] if asked else None)
+        if not answer.known:
+            self._text(HTTPStatus.NOT_FOUND, answer.text)
         else:
-            self._text(HTTPStatus.SERVICE_UNAVAILABLE, " ".join(problem.split()) or "not ok")
+            self._text(HTTPStatus.OK if answer.ok else HTTPStatus.SERVICE_UNAVAILABLE, answer.text)
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -217,8 +214,8 @@ class _Server(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         registry: CollectorRegistry,
-        healthy: Check | None,
-        ready: Check | None,
+        healthy: Checks,
+        ready: Checks,
     ) -> None:
         self.registry = registry
         self.healthy = healthy
@@ -267,7 +264,8 @@ class AgentHTTPServer:
     """Serves /metrics, /healthz and /readyz on ``listen`` ("0.0.0.0:9479"; port 0: any free).
 
     ``healthy`` and ``ready`` return None when all is well, else the reason (answered with 503);
-    left out, they always pass.
+    left out, they always pass. Given per cluster (name -> check), they answer for all clusters,
+    or for the one ``?cluster=NAME`` asks about (agent/probes.py).
     """
 
     def __init__(
@@ -275,14 +273,14 @@ class AgentHTTPServer:
         listen: str,
         registry: CollectorRegistry,
         *,
-        healthy: Check | None = None,
-        ready: Check | None = None,
+        healthy: Check | Checks | None = None,
+        ready: Check | Checks | None = None,
     ) -> None:
         self.listen = listen
         self._address = parse_listen(listen)
         self._registry = registry
-        self._healthy = healthy
-        self._ready = ready
+        self._healthy = as_checks(healthy)
+        self._ready = as_checks(ready)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -25,6 +25,7 @@ from etcdagent.act.run_report import RunReport
 from etcdagent.cli.compaction_status import compaction_json, observe_compaction
 from etcdagent.cli.maintenance_view import TextListener, render_summary
 from etcdagent.cli.options import (
+    chosen_clusters,
     connection_options,
     defrag_options,
     lock_options,
@@ -96,28 +97,52 @@ def cli() -> None:
     help="table for people, json for scripts (sizes in bytes).",
 )
 @handle_errors
-def status(output: str, **options: Any) -> None:
-    """Show every member and the cluster verdict.
+def status(output: str, cluster: str | None, **options: Any) -> None:
+    """Show every member and the cluster verdict (every configured cluster, or --cluster's).
 
-    Exit code 0 when healthy, 1 when degraded or unavailable, 2 on bad usage or configuration.
+    Exit code 0 when healthy, 1 when degraded or unavailable (any cluster), 2 on bad usage or
+    configuration.
     """
-    settings = settings_from_flags(options)
-    log = structlog.get_logger()
+    chosen = chosen_clusters(settings_from_flags(options), cluster)
+    if len(chosen) == 1:
+        name, settings = next(iter(chosen.items()))
+        answer, text, healthy = _status_of(name, settings)
+        click.echo(redact(json.dumps(answer, indent=2) if output == "json" else text))
+        sys.exit(EXIT_OK if healthy else EXIT_FAILED)
+    # Several clusters: one table each; a cluster that cannot be reached is one line, and the
+    # others are still shown.
+    answers: list[dict[str, Any]] = []
+    all_healthy = True
+    for name, settings in chosen.items():
+        try:
+            answer, text, healthy = _status_of(name, settings)
+        except EtcdAgentError as exc:
+            answer = {"cluster": name, "verdict": Verdict.UNAVAILABLE.value, "error": str(exc)}
+            text, healthy = f"error: {exc}", False
+        all_healthy = all_healthy and healthy
+        answers.append(answer)
+        if output != "json":
+            click.echo(redact(f"cluster {name}:\n{text}\n"))
+    if output == "json":
+        click.echo(redact(json.dumps({"clusters": answers}, indent=2)))
+    sys.exit(EXIT_OK if all_healthy else EXIT_FAILED)
+
+
+def _status_of(name: str, settings: Settings) -> tuple[dict[str, Any], str, bool]:
+    """One cluster's status: its JSON answer, its table, and whether it is healthy."""
     with ClusterClient(settings) as cluster:
         snapshot = take_snapshot(cluster)
         compaction = observe_compaction(cluster, snapshot, settings)
     health = assess(snapshot)
-    log.debug("status observed", verdict=health.verdict.value, reasons=list(health.reasons))
-    if output == "json":
-        answer = status_json(snapshot, health)
-        answer["compaction"] = compaction_json(compaction, settings)
-        click.echo(redact(json.dumps(answer, indent=2)))
-    else:
-        notes = []
-        if compaction is not None:
-            notes.append(f"compaction ({settings.compaction.mode.value}): {compaction.describe()}")
-        click.echo(redact(render_table(snapshot, health, notes)))
-    sys.exit(EXIT_OK if health.verdict is Verdict.HEALTHY else EXIT_FAILED)
+    structlog.get_logger().debug(
+        "status observed", cluster=name, verdict=health.verdict.value, reasons=list(health.reasons)
+    )
+    answer = {"cluster": name, **status_json(snapshot, health)}
+    answer["compaction"] = compaction_json(compaction, settings)
+    notes = []
+    if compaction is not None:
+        notes.append(f"compaction ({settings.compaction.mode.value}): {compaction.describe()}")
+    return answer, render_table(snapshot, health, notes), health.verdict is Verdict.HEALTHY
 
 
 def check_local_member(settings: Settings) -> None:
@@ -269,19 +294,22 @@ def run(once: bool, **options: Any) -> None:
     finishes or times out, the lock is released, exit within the grace period. SIGHUP reloads
     the config file. Exit 2 on bad configuration at start.
     """
+    cluster = options.pop("cluster", None)
     extra = run_flag_settings(options)
     snapshot_of_options = dict(options)
     settings = settings_from_flags(options, extra)
+    chosen = chosen_clusters(settings, cluster)
 
     def reload() -> Settings:
         # SIGHUP: the same flags over a fresh read of the environment and the config file.
         return settings_from_flags(dict(snapshot_of_options), extra)
 
-    from etcdagent.agent.daemon import Daemon
+    from etcdagent.agent.process import build_process
 
-    check_local_member(settings)
-    daemon = Daemon(reload, initial=settings, once=once)
-    sys.exit(daemon.run_once() if once else daemon.run())
+    for own in chosen.values():
+        check_local_member(own)
+    process = build_process(reload, initial=settings, once=once, only=cluster)
+    sys.exit(process.run_once() if once else process.run())
 
 
 def main() -> None:

@@ -92,6 +92,12 @@ def _endpoint_options() -> list[Decorator[Any]]:
             help="Config file (YAML, TOML or JSON). Env: ETCDAGENT_CONFIG.",
         ),
         click.option(
+            "--cluster",
+            metavar="NAME",
+            help="One cluster of the config's `clusters:` (status and doctor: all by default; "
+            "compact, defrag, recover: required when several are configured).",
+        ),
+        click.option(
             "--endpoints",
             metavar="URLS",
             help="Comma-separated client URLs, e.g. "
@@ -259,14 +265,41 @@ def settings_from_flags(
         if value is not None:
             overrides.setdefault(group, {})[field] = value
     config_file = options.pop("config_file", None)
-    settings = load_settings(overrides, config_file)
+    settings = load_settings(overrides, config_file, command_line=True)
     register_secrets(settings.secrets())
-    try:
-        register_secrets([settings.auth.resolved_password() or ""])
-    except OSError as exc:
-        raise ConfigError(f"auth.password_file: cannot read: {exc.strerror or exc}") from None
+    for name, own in settings.per_cluster().items():
+        try:
+            register_secrets([own.auth.resolved_password() or ""])
+        except OSError as exc:
+            where = "" if own is settings else f"{name}."
+            raise ConfigError(
+                f"{where}auth.password_file: cannot read: {exc.strerror or exc}"
+            ) from None
     configure_logging(settings.log)
     return settings
+
+
+def chosen_clusters(settings: Settings, name: str | None) -> dict[str, Settings]:
+    """The clusters a command works on: the one ``--cluster`` names, else every one."""
+    clusters = settings.per_cluster()
+    if name is None:
+        return clusters
+    if name not in clusters:
+        raise ConfigError(
+            f"--cluster {name!r}: no such cluster in the configuration "
+            f"(clusters: {', '.join(clusters)})"
+        )
+    return {name: clusters[name]}
+
+
+def one_cluster(settings: Settings, name: str | None) -> Settings:
+    """The one cluster a command that changes etcd works on: never several by surprise."""
+    chosen = chosen_clusters(settings, name)
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"several clusters are configured ({', '.join(chosen)}): choose one with --cluster NAME"
+        )
+    return next(iter(chosen.values()))
 
 
 def pop_setting_flags(
@@ -283,8 +316,11 @@ def pop_setting_flags(
 
 
 def maintenance_settings(options: dict[str, Any]) -> Settings:
-    """The settings of compact, defrag and recover: connection flags plus maintenance flags."""
-    return settings_from_flags(options, pop_setting_flags(options, MAINTENANCE_FLAGS))
+    """The settings of compact, defrag and recover: connection flags plus maintenance flags,
+    for the one cluster ``--cluster`` names (or the only one)."""
+    cluster = options.pop("cluster", None)
+    settings = settings_from_flags(options, pop_setting_flags(options, MAINTENANCE_FLAGS))
+    return one_cluster(settings, cluster)
 
 
 def run_flag_settings(options: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -114,14 +114,21 @@ def _set_fields(model: Any) -> dict[str, Any]:
     return model.model_dump(exclude_unset=True) if isinstance(model, BaseModel) else {}
 
 
-def merged_input(top: Mapping[str, Any], entry: ClusterEntry) -> dict[str, Any]:
+def merged_input(
+    top: Mapping[str, Any], entry: ClusterEntry, flags: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The input of the cluster's own settings, from the top level's validated groups (``top``,
-    by name): per group, the fields the top level set, then the entry's; the process-wide
-    groups as they are; no ``clusters`` (each is one cluster)."""
+    by name): per group, the fields the top level set, then the entry's, then the command
+    line's (``flags``: a flag wins over a cluster's file value too); the process-wide groups as
+    they are; no ``clusters`` (each is one cluster)."""
+    flags = flags or {}
     data: dict[str, Any] = {}
-    for group in GROUPS:
-        data[group] = {**_set_fields(top.get(group)), **getattr(entry, group)}
-    data["daemon"] = {**_set_fields(top.get("daemon")), **entry.daemon}
+    for group in (*GROUPS, "daemon"):
+        data[group] = {
+            **_set_fields(top.get(group)),
+            **getattr(entry, group),
+            **_flag_fields(flags.get(group)),
+        }
     data["log"] = _set_fields(top.get("log"))
     windows = top.get("windows") or []
     data["windows"] = (
@@ -129,6 +136,10 @@ def merged_input(top: Mapping[str, Any], entry: ClusterEntry) -> dict[str, Any]:
     )
     data["clusters"] = []
     return data
+
+
+def _flag_fields(flags: Any) -> dict[str, Any]:
+    return dict(flags) if isinstance(flags, Mapping) else {}
 
 
 def describe_problems(name: str, errors: list[Any]) -> str:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from etcdagent.errors import ConfigError
 from etcdagent.settings.model import Settings
-from etcdagent.settings.sources import config_file_data
+from etcdagent.settings.sources import config_file_data, flag_data
 
 
 def _parse_problem(exc: Exception) -> str:
@@ -82,11 +82,19 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, config_file: Path | None = None
+    overrides: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    *,
+    command_line: bool = False,
 ) -> Settings:
-    """Build the settings from flags (``overrides``, nested dicts), environment and file."""
+    """Build the settings from flags (``overrides``, nested dicts), environment and file.
+
+    ``command_line``: the overrides are flags, which also win over what a cluster of
+    ``clusters:`` sets itself (flag > environment > file, for every cluster). Otherwise they
+    are top-level values as a file's would be (a cluster's own values win over them)."""
     file_data = read_config_file(config_file) if config_file is not None else {}
     token = config_file_data.set(file_data)
+    flags = flag_data.set(dict(overrides or {}) if command_line else None)
     try:
         return Settings(**dict(overrides or {}))
     except ValidationError as exc:
@@ -95,4 +103,5 @@ def load_settings(
             f"invalid configuration{where}: {describe_validation_error(exc)}"
         ) from None
     finally:
+        flag_data.reset(flags)
         config_file_data.reset(token)

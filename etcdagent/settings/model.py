@@ -52,7 +52,12 @@ from etcdagent.settings.maintenance import (
     LockSettings,
 )
 from etcdagent.settings.process import DaemonSettings, LogSettings
-from etcdagent.settings.sources import ENV_PREFIX, ShorthandEnvSource, config_file_data
+from etcdagent.settings.sources import (
+    ENV_PREFIX,
+    ShorthandEnvSource,
+    config_file_data,
+    flag_data,
+)
 from etcdagent.settings.windows import MaintenanceWindow
 
 
@@ -138,9 +143,16 @@ class Settings(BaseSettings):
     ) -> list[ClusterEntry]:
         """Each cluster's own settings, built once here so that a mistake in one fails at
         start with the cluster's name and field in the message."""
+        connection = info.data.get("connection")
+        if entries and connection is not None and "endpoints" in connection.model_fields_set:
+            raise ValueError(
+                "with clusters:, each cluster names its own connection.endpoints; the top-level "
+                "connection.endpoints (from the file, the environment or --endpoints) "
+                "would be ignored: remove it"
+            )
         for entry in entries:
             try:
-                Settings.model_validate(merged_input(info.data, entry))
+                Settings.model_validate(merged_input(info.data, entry, flag_data.get()))
             except ValidationError as exc:
                 raise ValueError(describe_problems(entry.name, exc.errors())) from None
         return entries
@@ -148,7 +160,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _build_clusters(self) -> Settings:
         self._per_cluster = {
-            e.name: Settings.model_validate(merged_input(dict(self), e)) for e in self.clusters
+            e.name: Settings.model_validate(merged_input(dict(self), e, flag_data.get()))
+            for e in self.clusters
         }
         return self
 

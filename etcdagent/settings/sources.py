@@ -21,6 +21,9 @@ ENV_PREFIX = "ETCDAGENT_"
 SHORTHAND_ENV = {ENV_PREFIX + "ENDPOINTS": ("connection", "endpoints")}
 
 config_file_data: ContextVar[dict[str, Any] | None] = ContextVar("_config_file_data", default=None)
+# The flags of this load (nested, by group): applied to every cluster of ``clusters:`` last, so a
+# flag beats a cluster's own file value as it beats the top level's (flag > env > file).
+flag_data: ContextVar[dict[str, Any] | None] = ContextVar("_flag_data", default=None)
 
 
 class ShorthandEnvSource(PydanticBaseSettingsSource):

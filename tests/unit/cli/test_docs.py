@@ -20,7 +20,7 @@ from etcdagent.settings import Settings, load_settings
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 # Options of the commands that are not settings (docgen lists them in a table of their own).
-COMMAND_ONLY = {"config_file", "output", "dry_run", "force", "once"}
+COMMAND_ONLY = {"config_file", "output", "dry_run", "force", "once", "cluster"}
 
 
 @pytest.fixture(autouse=True)
@@ -132,14 +132,15 @@ def test_flags_really_set_their_setting(monkeypatch: pytest.MonkeyPatch) -> None
     """The documented flag goes where the docs say: run `run` with the flag and look."""
     captured: dict[str, Settings] = {}
 
-    class FakeDaemon:
-        def __init__(self, load: Any, *, initial: Settings, once: bool) -> None:
-            captured["settings"] = initial
-
+    class FakeProcess:
         def run(self) -> int:
             return 0
 
-    monkeypatch.setattr("etcdagent.agent.daemon.Daemon", FakeDaemon)
+    def fake_build(load: Any, *, initial: Settings, **_: Any) -> FakeProcess:
+        captured["settings"] = initial
+        return FakeProcess()
+
+    monkeypatch.setattr("etcdagent.agent.process.build_process", fake_build)
     result = click.testing.CliRunner().invoke(
         cli,
         [

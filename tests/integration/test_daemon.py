@@ -220,7 +220,11 @@ def scrape_and_expect(
     }
     expected: dict[Any, float] = {}
     for proc in cluster.members:
-        labels = (("member", proc.name), ("member_id", f"{proc.member_id():x}"))
+        labels = (
+            ("cluster", "default"),  # a config without clusters: is one cluster, named default
+            ("member", proc.name),
+            ("member_id", f"{proc.member_id():x}"),
+        )
         status = proc.status()
         leader = int(status["leader"]) == proc.member_id()
         expected[("etcdagent_member_db_size_bytes", labels)] = int(status["dbSize"])

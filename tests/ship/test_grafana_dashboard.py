@@ -1,6 +1,7 @@
 """The shipped Grafana dashboard: well formed, every panel queries the `${datasource}` Prometheus,
 every query is valid PromQL (promtool) about metrics the agent exports or the shipped recording
-rules, and the threshold lines are the agent's defaults.
+rules, keeps the clusters one agent maintains apart (`$cluster`), and the threshold lines are the
+agent's defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ METRIC_NAME = re.compile(r"\betcdagent_[a-z0-9_]+")
 RECORDING_RULE = re.compile(r"\betcdagent:[a-zA-Z0-9_:]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 VARIABLE = re.compile(r"\$\{?(\w+)")
+# A selector of an agent metric or a recording rule, with its label matchers (if any).
+SELECTOR = re.compile(r"\b(etcdagent[_:][a-zA-Z0-9_:]+)(\{[^}]*\})?")
+CLUSTER_MATCHER = 'cluster=~"$cluster"'
+BY_CLAUSE = re.compile(r"\bby \(([^)]*)\)")
 GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range"}
 
 
@@ -115,14 +120,20 @@ def test_template_variables(dashboard: dict[str, Any]) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     datasource = variables["datasource"]
     assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
-    member = variables["member"]
-    assert member["type"] == "query"
-    assert member["datasource"] == DATASOURCE
-    assert re.fullmatch(
-        r"label_values\(etcdagent_member_up(\{[^}]*\})?, member\)", member["query"]["query"]
-    )
-    assert member["definition"] == member["query"]["query"]
-    assert member["includeAll"] and member["multi"]
+    for name in ("cluster", "member"):
+        variable = variables[name]
+        assert variable["type"] == "query", name
+        assert variable["datasource"] == DATASOURCE, name
+        assert re.fullmatch(
+            rf"label_values\(etcdagent_member_up(\{{[^}}]*\}})?, {name}\)",
+            variable["query"]["query"],
+        ), name
+        assert variable["definition"] == variable["query"]["query"], name
+        assert variable["includeAll"] and variable["multi"], name
+    # Members are those of the chosen clusters (names repeat across clusters).
+    assert CLUSTER_MATCHER in variables["member"]["query"]["query"]
+    order = [v["name"] for v in dashboard["templating"]["list"]]
+    assert order.index("cluster") < order.index("member")
     # Every variable a query uses is defined (or one of Grafana's own).
     used = {name for expr in exprs(dashboard) for name in VARIABLE.findall(expr)}
     assert used - GRAFANA_VARIABLES <= set(variables)
@@ -145,6 +156,55 @@ def test_every_panel_has_the_datasource_and_targets(dashboard: dict[str, Any]) -
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, title
             assert target["expr"].strip(), title
+
+
+def cluster_problems(query: dict[str, Any]) -> list[str]:
+    """Why a query (a target or an annotation) would mix up the clusters one agent exports from
+    one job and instance, whose member names may repeat: an agent metric not filtered on
+    ``$cluster``, a per-member aggregation without ``cluster``, or series split by cluster whose
+    legend does not say which."""
+    expr = query["expr"]
+    selectors = SELECTOR.findall(expr)
+    problems = [] if selectors else ["queries no agent metric"]
+    problems += [
+        f"{name} is not filtered on $cluster"
+        for name, matchers in selectors
+        if CLUSTER_MATCHER not in matchers
+    ]
+    split_by_cluster = False
+    for by in BY_CLAUSE.findall(expr):
+        labels = {label.strip() for label in by.split(",")}
+        split_by_cluster |= "cluster" in labels
+        if labels & {"member", "member_id"} and "cluster" not in labels:
+            problems.append(f"by ({by}) merges the clusters' members")
+    legend = query.get("legendFormat", query.get("titleFormat"))
+    if split_by_cluster and legend is not None and "{{cluster}}" not in legend:
+        problems.append(f"the legend {legend!r} does not name the cluster")
+    return problems
+
+
+def test_every_query_keeps_to_the_chosen_clusters(dashboard: dict[str, Any]) -> None:
+    targets = [t for p in query_panels(dashboard) for t in p["targets"]]
+    annotations = [a for a in dashboard["annotations"]["list"] if "expr" in a]
+    assert annotations
+    for query in [*targets, *annotations]:
+        assert not cluster_problems(query), (query["expr"], cluster_problems(query))
+
+
+def test_the_cluster_check_catches_what_merges_clusters() -> None:
+    ok = 'max by (cluster, member) (etcdagent_member_up{job=~"$job", cluster=~"$cluster"})'
+    assert cluster_problems({"expr": ok, "legendFormat": "{{cluster}} {{member}}"}) == []
+    assert cluster_problems({"expr": ok, "legendFormat": "{{member}}"}) == [
+        "the legend '{{member}}' does not name the cluster"
+    ]
+    unfiltered = 'max(etcdagent_member_up{job=~"$job"}) + etcdagent:members_up:sum'
+    assert cluster_problems({"expr": unfiltered}) == [
+        "etcdagent_member_up is not filtered on $cluster",
+        "etcdagent:members_up:sum is not filtered on $cluster",
+    ]
+    merged = 'max by (member) (etcdagent_member_up{cluster=~"$cluster"})'
+    assert cluster_problems({"expr": merged}) == ["by (member) merges the clusters' members"]
+    assert cluster_problems({"expr": 'sum(up{job=~"$job"})'}) == ["queries no agent metric"]
 
 
 def test_panels_fit_the_grid_without_overlapping(dashboard: dict[str, Any]) -> None:
@@ -203,7 +263,13 @@ def test_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> 
     )
     if promtool is None:
         pytest.fail(f"promtool not found under {root}: run `bash scripts/setup --test-tools`")
-    substitutions = {"${datasource}": "x", "$__rate_interval": "1m", "$job": ".+", "$member": ".+"}
+    substitutions = {
+        "${datasource}": "x",
+        "$__rate_interval": "1m",
+        "$job": ".+",
+        "$cluster": ".+",
+        "$member": ".+",
+    }
     rules = []
     for i, expr in enumerate(exprs(dashboard)):
         for variable, value in substitutions.items():

@@ -1,5 +1,6 @@
 """The shipped Prometheus rules: valid for Prometheus 2.42's promtool, unit-tested, identical as a
-PrometheusRule and as a plain rules file, and only about metrics the agent exports.
+PrometheusRule and as a plain rules file, only about metrics the agent exports, and keeping apart
+the clusters one agent maintains (every sample it exports carries ``cluster``).
 
 promtool comes from Debian's `prometheus` package unpacked by ``bash scripts/setup --test-tools``
 (``scripts/install-prometheus``) into ``.tools/prometheus``; ``ETCDAGENT_TEST_PROMETHEUS_DIR``
@@ -51,6 +52,10 @@ SEVERITIES = {"warning", "critical"}
 METRIC_NAME = re.compile(r"\betcdagent_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# `by (...)`, `without (...)` and `on (...)` with what follows an `on`.
+GROUPING = re.compile(r"\b(by|without) \(([^)]*)\)")
+MATCHING = re.compile(r"\bon \(([^)]*)\)\s*(\S*)")
+SERIES_LABELS = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}$")
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _RULE = {
@@ -248,6 +253,77 @@ def test_every_rule_has_a_promtool_unit_test() -> None:
     assert quiet == EXPECTED_ALERTS  # ... and not firing
     tested_records = {case["expr"] for test in tests for case in test.get("promql_expr_test", [])}
     assert tested_records == {rule["record"] for rule in recording_rules()}
+
+
+def label_set(text: str) -> set[str]:
+    return {label.strip() for label in text.split(",") if label.strip()}
+
+
+def cluster_problems(expr: str) -> list[str]:
+    """Where an expression would merge the clusters one agent exports from one job and instance:
+    an aggregation `by` without ``cluster`` (or `without` it), a match of two agent metrics not
+    `on` ``cluster``; `up` has no ``cluster``, so a match against it is `on (job, instance)`."""
+    expr = " ".join(expr.split())
+    problems = []
+    for kind, labels in GROUPING.findall(expr):
+        if (kind == "by") != ("cluster" in label_set(labels)):
+            problems.append(f"{kind} ({labels})")
+    for labels, operand in MATCHING.findall(expr):
+        if operand.startswith(("up{", "(up{")):
+            keeps_apart = label_set(labels) == {"job", "instance"}
+        else:
+            keeps_apart = "cluster" in label_set(labels)
+        if not keeps_apart:
+            problems.append(f"on ({labels}) {operand}")
+    return problems
+
+
+def test_every_rule_keeps_the_cluster_apart() -> None:
+    for rule in all_rules():
+        name = rule.get("alert") or rule.get("record")
+        assert not cluster_problems(rule["expr"]), (name, cluster_problems(rule["expr"]))
+
+
+def test_alerts_about_a_cluster_name_it() -> None:
+    for rule in alerts():
+        if "etcdagent_" not in rule["expr"]:
+            continue  # EtcdagentDown: about the agent's scrape (`up`), which has no cluster
+        annotations = rule["annotations"]["summary"] + rule["annotations"]["description"]
+        assert "$labels.cluster" in annotations, rule["alert"]
+
+
+def test_the_cluster_check_catches_what_merges_clusters() -> None:
+    good = (
+        "max by (job, cluster) (etcdagent_gate_blocking) and on (job, instance, cluster)"
+        ' etcdagent_maintenance_window_open == 1 and on (job, instance) up{job="etcdagent"} == 1'
+    )
+    assert cluster_problems(good) == []
+    assert cluster_problems("max by (job, member) (etcdagent_member_up)") == ["by (job, member)"]
+    assert cluster_problems("sum without (cluster) (etcdagent_member_up)") == ["without (cluster)"]
+    assert cluster_problems("etcdagent_a and on (job, instance) etcdagent_b") == [
+        "on (job, instance) etcdagent_b"
+    ]
+    assert cluster_problems('etcdagent_a and on (job, instance, cluster) up{job="x"}') == [
+        'on (job, instance, cluster) up{job="x"}'
+    ]
+
+
+def test_the_rule_tests_feed_series_as_the_agent_exports_them() -> None:
+    """Every agent series carries ``cluster``, and some test feeds two clusters from one instance
+    (Kubernetes' main and events etcd maintained by one agent)."""
+    two_clusters_on_one_instance = False
+    for test in load_yaml(RULE_TESTS)["tests"]:
+        clusters: dict[str, set[str]] = {}
+        for series in test["input_series"]:
+            match = SERIES_LABELS.match(series["series"])
+            assert match, series["series"]
+            name, matchers = match.groups()
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', matchers))
+            if name.startswith("etcdagent_"):
+                assert "cluster" in labels, series["series"]
+                clusters.setdefault(labels.get("instance", ""), set()).add(labels["cluster"])
+        two_clusters_on_one_instance |= any(len(names) > 1 for names in clusters.values())
+    assert two_clusters_on_one_instance
 
 
 def test_metric_reference_extraction() -> None:

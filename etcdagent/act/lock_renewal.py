@@ -8,6 +8,7 @@ dropped the key and another agent may hold it.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 
@@ -47,8 +48,9 @@ class LeaseRenewal:
         self._lost: str | None = None  # why the lock is known to be lost
         self._stop = threading.Event()
         self._guard = threading.Lock()  # only around access to _expires_at and _lost
-        self._thread = threading.Thread(
-            target=self._renew_loop,
+        self._thread = threading.Thread(  # in the taker's context: its log fields (cluster)
+            target=contextvars.copy_context().run,
+            args=(self._renew_loop,),
             name=f"etcdagent-lock-renewal-{lease_id:x}",
             daemon=True,  # a dying agent must not hang on it; its lease expires by itself
         )

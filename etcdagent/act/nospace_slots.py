@@ -34,6 +34,7 @@ before: unlocked, after checking that no lock is held and no member is being def
 from __future__ import annotations
 
 import base64
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -229,8 +230,11 @@ class SlotKeeper:
         log.info("nospace recovery slot created", slot=index, ttl=self.ttl)
 
     def start(self) -> SlotKeeper:
-        self._thread = threading.Thread(
-            target=self._loop, name="etcdagent-nospace-slots", daemon=True
+        self._thread = threading.Thread(  # in the starter's context: its log fields (cluster)
+            target=contextvars.copy_context().run,
+            args=(self._loop,),
+            name="etcdagent-nospace-slots",
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -12,6 +12,7 @@ raised between cycles starts the next one within about a second, not an interval
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -181,11 +182,14 @@ class Daemon(CycleRunner):
 
     def start(self) -> threading.Thread:
         """Start this cluster's loop (and its NOSPACE slot keeper) in a thread of its own; the
-        process (agent/process.py) serves, handles signals and waits."""
+        process (agent/process.py) serves, handles signals and waits. Every log line of the
+        loop and of the threads it starts carries ``cluster``."""
         self.started_at = self.monotonic()
-        self._keeper = self._start_slot_keeper()
+        context = contextvars.copy_context()
+        context.run(structlog.contextvars.bind_contextvars, cluster=self.name)
+        self._keeper = context.run(self._start_slot_keeper)
         worker = threading.Thread(
-            target=self._loop_bound, name=f"etcdagent-loop-{self.name}", daemon=True
+            target=context.run, args=(self._loop,), name=f"etcdagent-loop-{self.name}", daemon=True
         )
         worker.start()
         return worker
@@ -198,10 +202,6 @@ class Daemon(CycleRunner):
             self._keeper = None
         if not worker.is_alive():
             self.cluster.close()
-
-    def _loop_bound(self) -> None:
-        structlog.contextvars.bind_contextvars(cluster=self.name)  # every line of this loop
-        self._loop()
 
     def run(self, *, install_signals: bool = True) -> int:
         """Serve and loop this one cluster until SIGTERM/SIGINT (agent/process.py)."""

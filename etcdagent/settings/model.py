@@ -150,11 +150,14 @@ class Settings(BaseSettings):
                 "connection.endpoints (from the file, the environment or --endpoints) "
                 "would be ignored: remove it"
             )
+        problems = []  # every cluster's, not only the first one's
         for entry in entries:
             try:
                 Settings.model_validate(merged_input(info.data, entry, flag_data.get()))
             except ValidationError as exc:
-                raise ValueError(describe_problems(entry.name, exc.errors())) from None
+                problems.append(describe_problems(entry.name, exc.errors()))
+        if problems:
+            raise ValueError("; ".join(problems))
         return entries
 
     @model_validator(mode="after")

@@ -263,7 +263,10 @@ def test_metrics_endpoint_matches_what_etcd_reports(etcd_cluster: EtcdCluster) -
         thread.join(30)
     assert (health.status_code, ready.status_code, missing.status_code) == (200, 200, 404)
     assert got == expected
-    assert samples[("etcdagent_last_successful_cycle_timestamp_seconds", ())] > 0
+    assert (
+        samples[("etcdagent_last_successful_cycle_timestamp_seconds", (("cluster", "default"),))]
+        > 0
+    )
 
 
 def test_sigterm_ends_the_daemon_within_the_grace_period_and_releases_the_lock(

@@ -243,6 +243,36 @@ def test_a_full_cluster_is_recovered_while_the_other_is_maintained(
     assert runs == 1
 
 
+def test_run_once_maintains_both_clusters_and_pushes_their_metrics(
+    etcd_cluster_factory: ClusterFactory, tmp_path: Path, pushgateway: str
+) -> None:
+    """CronJob mode with two clusters: both passes at once, one push labelled by cluster."""
+    main, events = etcd_cluster_factory(3), etcd_cluster_factory(3)
+    fragment(main)
+    fragment(events)
+    config = two_cluster_config(main, events)
+    for entry in config["clusters"]:
+        entry["windows"] = []  # the CronJob's schedule is the window
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        agent_command("run", "--once", "--config", str(path), "--pushgateway", pushgateway),
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for cluster in (main, events):
+        assert finished_defrags(cluster) == ["m1", "m2", "m3"]
+    pushed = requests.get(pushgateway + "/metrics", timeout=5).text
+    runs = {
+        s.labels.get("cluster"): s.value
+        for family in text_string_to_metric_families(pushed)
+        for s in family.samples
+        if s.name == "etcdagent_maintenance_runs_total"
+        and (s.labels.get("trigger"), s.labels.get("result")) == ("once", "done")
+    }
+    assert runs == {"main": 1.0, "events": 1.0}
+
+
 def agent_json(*args: str, env: dict[str, str]) -> tuple[int, Any, str]:
     done = subprocess.run(
         [*agent_command(*args)], capture_output=True, text=True, env=env, timeout=120, check=False
@@ -287,6 +317,15 @@ def test_status_and_commands_per_cluster(
     planned = {s["member_name"] for s in steps if s["kind"] == "defrag"}
     assert planned == {"m1", "m2", "m3"}
     assert defrag_intervals(events) == [] and defrag_intervals(main) == []  # a dry run
+
+    # doctor: both clusters audited side by side, or the one asked for.
+    code, audit, err = agent_json("doctor", "--lookback", "1s", "-o", "json", env=env)
+    assert [c["cluster"] for c in audit["clusters"]] == ["main", "events"], err
+    assert all("findings" in c for c in audit["clusters"])
+    code, audit, err = agent_json(
+        "doctor", "--cluster", "main", "--lookback", "1s", "-o", "json", env=env
+    )
+    assert audit["cluster"] == "main" and "findings" in audit, err
 
     # The events etcd down: main's table still shows, events' is one line, exit 1.
     for member in events.members:

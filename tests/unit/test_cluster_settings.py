@@ -81,3 +81,32 @@ def test_every_clusters_password_is_a_secret_and_never_in_an_error() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({"clusters": [bad]})
     assert "ev-s3cret" not in str(caught.value)
+
+
+def test_top_level_endpoints_beside_clusters_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They would be ignored (each cluster has its own): refused, from a file, env or a flag."""
+    with pytest.raises(ConfigError, match="each cluster names its own connection.endpoints"):
+        load_settings({"connection": {"endpoints": "http://a:2379"}, "clusters": [EVENTS]})
+    monkeypatch.setenv("ETCDAGENT_ENDPOINTS", "http://a:2379")
+    with pytest.raises(ConfigError, match="top-level connection.endpoints"):
+        load_settings({"clusters": [EVENTS]})
+
+
+def test_flags_win_over_a_clusters_own_values_too() -> None:
+    """flag > environment > file holds for every cluster, not only for the top level."""
+    entry = {**EVENTS, "defrag": {"wait_between": "9s"}, "daemon": {"local_member": "ev-1"}}
+    flags = {"defrag": {"wait_between": "1s"}, "daemon": {"local_member": "node-1"}}
+    events = load_settings({**flags, "clusters": [entry]}, command_line=True).per_cluster()
+    assert events["events"].defrag.wait_between == 1
+    assert events["events"].daemon.local_member == "node-1"
+    # Without flags (the same values as a file's top level), the cluster's own win.
+    as_file = load_settings({**flags, "clusters": [entry]}).per_cluster()["events"]
+    assert as_file.defrag.wait_between == 9 and as_file.daemon.local_member == "ev-1"
+
+
+def test_every_clusters_mistakes_are_named_not_only_the_first_ones() -> None:
+    main = {"name": "main", "connection": {"endpoints": ["http://a:2379"]}, "lock": {"ttl": "x"}}
+    bad_events = {**EVENTS, "defrag": {"typo": 1}}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"clusters": [main, bad_events]})
+    assert "main.lock.ttl" in str(caught.value) and "events.defrag.typo" in str(caught.value)

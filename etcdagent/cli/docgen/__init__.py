@@ -45,7 +45,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from etcdagent.cli.docgen.configuration import EXAMPLE_CONFIG, configuration_markdown
+from etcdagent.cli.docgen.configuration import (
+    EXAMPLE_CONFIG,
+    TWO_CLUSTERS_CONFIG,
+    configuration_markdown,
+)
 from etcdagent.cli.docgen.flags import _fields_by_name, _flag_tables, _setting_of, command_flags
 from etcdagent.cli.docgen.markdown import REGENERATE
 from etcdagent.cli.docgen.metrics import metrics_markdown
@@ -56,6 +60,7 @@ __all__ = [  # the flag helpers too: tests/unit/test_docs.py checks every option
     "EXAMPLE_CONFIG",
     "METRICS_FILE",
     "REGENERATE",
+    "TWO_CLUSTERS_CONFIG",
     "_fields_by_name",
     "_flag_tables",
     "_setting_of",

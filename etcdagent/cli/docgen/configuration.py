@@ -37,7 +37,45 @@ windows:
     duration: 2h
 """
 
+TWO_CLUSTERS_CONFIG = """\
+# Two clusters in one agent: kubeadm's etcd and the events etcd beside it
+# (kube-apiserver --etcd-servers-overrides=/events#https://127.0.0.1:2383)
+tls:                          # shared: main inherits it, events sets its own
+  ca_file: /etc/kubernetes/pki/etcd/ca.crt
+  cert_file: /etc/kubernetes/pki/etcd/healthcheck-client.crt
+  key_file: /etc/kubernetes/pki/etcd/healthcheck-client.key
+compaction:
+  retain: 5m
+windows:
+  - {schedule: "0 3 * * *", duration: 1h, timezone: UTC}
+daemon:
+  interval: 15s               # the process's: one for both clusters
+clusters:
+  - name: main
+    connection:
+      endpoints: [https://127.0.0.1:2379]
+      local_metrics_url: http://127.0.0.1:2381
+  - name: events
+    connection:
+      endpoints: [https://127.0.0.1:2383]
+      local_metrics_url: http://127.0.0.1:2385
+    tls:
+      ca_file: /etc/kubernetes/pki/etcd-events/ca.crt
+      cert_file: /etc/kubernetes/pki/etcd-events/healthcheck-client.crt
+      key_file: /etc/kubernetes/pki/etcd-events/healthcheck-client.key
+    compaction: {retain: 2m}  # events churn: less history kept
+    windows:                  # its own windows instead of the top level's
+      - {schedule: "30 4,16 * * *", duration: 1h, timezone: UTC}
+"""
+
 WINDOWS_TITLE = "Maintenance windows (a list; each item has the fields below)."
+CLUSTERS_TITLE = (
+    "Several etcd clusters in one agent process (a list; each item has the fields below). "
+    "Each item inherits, field by field, every value it does not set from the top level "
+    "(flags over the environment over the file, for every cluster); each cluster gets its own "
+    "loop, lock, retention markers, windows, `cluster` label and `/readyz` line. With "
+    "`clusters:`, a top-level `connection.endpoints` is refused (it would be ignored)."
+)
 
 
 def _intro_lines() -> list[str]:
@@ -87,6 +125,8 @@ def _group_of(doc: SettingDoc) -> str:
 def _group_title(group: str) -> str:
     """The first paragraph of the group's docstring."""
     model = base_type(hints(Settings)[group])
+    if group == "clusters":
+        return CLUSTERS_TITLE
     if not is_model(model) or group == "windows":
         return WINDOWS_TITLE
     doc = inspect.getdoc(model) or ""
@@ -165,6 +205,16 @@ def _example_lines() -> list[str]:
         f'{ENV_PREFIX}WINDOWS=\'[{{"schedule": "0 2 * * *", "duration": "1h", '
         '"timezone": "Europe/Berlin"}]\'',
         "```",
+        "",
+        "## Example: two clusters (the events etcd)",
+        "",
+        "```yaml",
+        *TWO_CLUSTERS_CONFIG.rstrip("\n").split("\n"),
+        "```",
+        "",
+        "`etcdagent status` then shows both clusters, one table each; `compact`, `defrag` and "
+        "`recover` need `--cluster main` or `--cluster events`. The Kubernetes manifests for it "
+        "are in `deploy/events-etcd/`.",
         "",
     ]
 

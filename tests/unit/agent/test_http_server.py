@@ -239,3 +239,29 @@ def test_push_failure_is_one_line_naming_the_url() -> None:
     assert f"http://127.0.0.1:{port}" in message
     assert "secret" not in message
     assert "\n" not in message
+
+
+def test_probes_answer_per_cluster_and_for_all() -> None:
+    """Two clusters' loops: the plain probe is the worst of both and names each; ?cluster=
+    asks about one; a name this process does not maintain is a 404 listing the ones it does."""
+    main, events = Checks(), Checks()
+    main.readiness = None
+    with AgentHTTPServer(
+        "127.0.0.1:0",
+        CollectorRegistry(),
+        healthy={"main": main.healthy, "events": events.healthy},
+        ready={"main": main.ready, "events": events.ready},
+    ) as srv:
+        status, _, body = request(srv, "/readyz")
+        assert status == 503
+        assert body.decode().splitlines() == [
+            "main: ok",
+            "events: etcd not reachable: no endpoint answered",
+        ]
+        assert request(srv, "/readyz?cluster=main")[::2] == (200, b"ok\n")
+        assert request(srv, "/readyz?cluster=events")[0] == 503
+        assert request(srv, "/healthz")[::2] == (200, b"main: ok\nevents: ok\n")
+        status, _, body = request(srv, "/readyz?cluster=nope")
+        assert status == 404 and b"clusters: main, events" in body
+        events.readiness = None
+        assert request(srv, "/readyz")[0] == 200

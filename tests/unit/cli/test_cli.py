@@ -187,3 +187,41 @@ def test_unreachable_endpoint_with_auth_never_prints_the_password() -> None:
     assert PASSWORD not in result.output
     assert "Traceback" not in result.output
     assert result.stderr.strip().splitlines()[-1].startswith("etcdagent: error: ")
+
+
+def two_clusters(tmp_path: Path, events_extra: str = "") -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "clusters:\n"
+        "  - name: main\n"
+        "    connection: {endpoints: ['http://127.0.0.1:1']}\n"
+        "  - name: events\n"
+        "    connection: {endpoints: ['http://127.0.0.1:2']}\n" + events_extra
+    )
+    return config
+
+
+@pytest.mark.parametrize("command", ["compact", "defrag", "recover"])
+def test_a_command_that_changes_etcd_needs_cluster_when_several(
+    tmp_path: Path, command: str
+) -> None:
+    result = run(command, "--dry-run", "--config", str(two_clusters(tmp_path)))
+    assert result.exit_code == 2
+    line = assert_one_line_error(result)
+    assert "several clusters are configured (main, events)" in line and "--cluster" in line
+
+
+def test_an_unknown_cluster_is_refused_naming_the_configured_ones(tmp_path: Path) -> None:
+    result = run("status", "--cluster", "evnets", "--config", str(two_clusters(tmp_path)))
+    assert result.exit_code == 2
+    assert "--cluster 'evnets'" in assert_one_line_error(result)
+    assert "(clusters: main, events)" in result.stderr
+    # Without clusters: the one cluster is named default.
+    assert run("status", "--cluster", "main", "--endpoints", "http://127.0.0.1:1").exit_code == 2
+
+
+def test_an_unreadable_password_file_of_one_cluster_is_named(tmp_path: Path) -> None:
+    extra = f"    auth: {{username: u, password_file: {tmp_path / 'missing'}}}\n"
+    result = run("status", "--config", str(two_clusters(tmp_path, extra)))
+    assert result.exit_code == 2
+    assert "events.auth: password_file" in assert_one_line_error(result)

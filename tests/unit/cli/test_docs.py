@@ -239,6 +239,27 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     assert settings.defrag.move_leader is True
 
 
+def test_two_cluster_example_is_valid_and_inherits_as_documented(tmp_path: Path) -> None:
+    data = yaml.safe_load(docgen.TWO_CLUSTERS_CONFIG)
+    tls_groups = [data["tls"], data["clusters"][1]["tls"]]
+    for index, group in enumerate(tls_groups):  # the kubeadm paths do not exist here
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = tmp_path / f"{index}-{key}"
+            path.write_text("placeholder")
+            group[key] = str(path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    clusters = load_settings(config_file=config).per_cluster()
+    main, events = clusters["main"], clusters["events"]
+    assert list(clusters) == ["main", "events"]
+    assert events.connection.endpoints == ["https://127.0.0.1:2383"]
+    assert main.tls.ca_file != events.tls.ca_file
+    assert (main.compaction.retain, events.compaction.retain) == (300, 120)
+    assert [w.schedule for w in main.windows] == ["0 3 * * *"]
+    assert [w.schedule for w in events.windows] == ["30 4,16 * * *"]
+    assert main.daemon.interval == events.daemon.interval == 15
+
+
 def test_defaults_are_shown_in_human_units() -> None:
     rows = {d.name: d for d in docgen.setting_docs()}
     assert rows["compaction.retain"].default == "5m"

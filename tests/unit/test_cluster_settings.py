@@ -85,10 +85,10 @@ def test_every_clusters_password_is_a_secret_and_never_in_an_error() -> None:
 
 def test_top_level_endpoints_beside_clusters_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """They would be ignored (each cluster has its own): refused, from a file, env or a flag."""
-    with pytest.raises(ConfigError, match="each cluster names its own connection.endpoints"):
+    with pytest.raises(ConfigError, match=r"each cluster names its own connection\.endpoints"):
         load_settings({"connection": {"endpoints": "http://a:2379"}, "clusters": [EVENTS]})
     monkeypatch.setenv("ETCDAGENT_ENDPOINTS", "http://a:2379")
-    with pytest.raises(ConfigError, match="top-level connection.endpoints"):
+    with pytest.raises(ConfigError, match=r"top-level connection\.endpoints"):
         load_settings({"clusters": [EVENTS]})
 
 

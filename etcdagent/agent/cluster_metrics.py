@@ -125,7 +125,8 @@ class ClusterMetrics:
         self.member_time_to_quota = make.gauge(
             "member_time_to_quota_seconds",
             "Estimated seconds until the member's database file reaches its quota at the current "
-            "growth rate; absent when the file is not growing or the quota is unknown.",
+            "growth rate; absent when the file is not growing, the quota is unknown, or the growth "
+            "has been watched for less than a minute.",
             m,
         )
         self.leader_changes = make.counter(

@@ -148,7 +148,9 @@ class MemberSignals(BaseModel):
     # What request_rate counts: "grpc" requests, or "mvcc" store operations on etcd 3.6.0-3.6.5
     request_rate_source: str = "grpc"
     db_growth_rate: float | None = None  # bytes/s, least-squares slope of db_size in the lookback
-    time_to_quota: float | None = None  # seconds until db_size reaches the quota at that rate
+    # Seconds until db_size reaches the quota at that rate; only from a growth measured over
+    # MIN_PREDICTION_SPAN (a minute) or the whole lookback, whichever is shorter.
+    time_to_quota: float | None = None
     not_enough_data: str | None = None  # why the values are None, e.g. "1 sample ...; need 2"
 
 
@@ -244,8 +246,9 @@ def _p99(points: list[_Sample], name: str) -> tuple[float | None, int | None]:
     return p99, None if observed is None else round(observed)
 
 
-def _growth(window: list[_Sample]) -> tuple[float, int] | None:
-    """(bytes/s, newest db size) over the window's samples since the last shrink of the file.
+def _growth(window: list[_Sample]) -> tuple[float, int, float] | None:
+    """(bytes/s, newest db size, seconds spanned) over the window's samples since the last
+    shrink of the file.
 
     etcd's DB file only shrinks when it is defragmented: a defrag inside the window would tilt the
     fit down and hide the growth after it, so the fit starts at the newest shrink. The slope of a
@@ -273,7 +276,13 @@ def _growth(window: list[_Sample]) -> tuple[float, int] | None:
     slope = _finite_non_negative(max(0.0, sxy / sxx))
     if slope is None:
         return None
-    return slope, points[-1][1]
+    return slope, points[-1][1], points[-1][0] - points[0][0]
+
+
+# The shortest growth a time to quota is predicted from (or the whole lookback, if shorter): a
+# burst of writes seen by two samples one interval apart is no trend, and the prediction starts
+# an emergency that ignores the windows.
+MIN_PREDICTION_SPAN = 60.0
 
 
 class SignalHistory:
@@ -391,8 +400,13 @@ class SignalHistory:
         wal_fsync_p99, wal_fsyncs = _p99(points, "wal_fsync")
         backend_commit_p99, backend_commits = _p99(points, "backend_commit")
         time_to_quota: float | None = None
-        if growth is not None and growth[0] > 0 and history.quota:
-            rate, size = growth
+        if (
+            growth is not None
+            and growth[0] > 0
+            and history.quota
+            and growth[2] >= min(MIN_PREDICTION_SPAN, self.lookback)
+        ):
+            rate, size, _ = growth
             time_to_quota = _finite_non_negative(max(0, history.quota - size) / rate)
         return MemberSignals(
             member_id=member_id,

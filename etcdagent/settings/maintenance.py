@@ -205,5 +205,6 @@ class EmergencySettings(SettingsGroup):
     time_to_quota: Annotated[Seconds | None, Nullable] = Field(
         default=3600.0,
         description="Quota pressure: the predicted time until the quota is reached (from the "
-        "growth over the lookback) is shorter than this. Null disables it.",
+        "growth over the lookback, once it has been watched for a minute or the whole lookback) "
+        "is shorter than this. Null disables it.",
     )

@@ -46,9 +46,6 @@ def two_cluster_config(main: EtcdCluster, events: EtcdCluster, **top: Any) -> di
         "compaction": {"retain_revisions": 0},
         "defrag": {"min_db_size": "1MiB", "wait_between": "100ms"},
         "daemon": {"listen": "127.0.0.1:0", "interval": "1s"},
-        # The test's own burst of writes just before the agent starts, seen by two samples 1 s
-        # apart, predicts the quota within the hour: an emergency that would ignore the windows.
-        "emergency": {"time_to_quota": None},
         "clusters": [
             {"name": "main", "connection": {"endpoints": main.endpoints}},
             {

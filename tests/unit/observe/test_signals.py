@@ -317,6 +317,23 @@ def test_time_to_quota_uses_the_status_quota_of_etcd_3_6() -> None:
     assert sig.time_to_quota == pytest.approx((200 - 130) * 2)
 
 
+def test_a_burst_seen_by_two_samples_predicts_no_quota_until_a_minute_of_growth() -> None:
+    """40 MiB written in the 15 s between the agent's first two samples (a burst right after it
+    started) is no trend: no time to quota, so no emergency outside the windows, until the
+    growth has been watched for a minute."""
+    history = SignalHistory(lookback=300)
+    quota = 2 * 1024 * MIB
+    feed(history, [metrics(0, db_size=100 * MIB, quota=quota)])
+    feed(history, [metrics(15, db_size=140 * MIB, quota=quota)])
+    early = signals_at(history, 15)
+    assert early.db_growth_rate == pytest.approx(40 * MIB / 15)
+    assert early.time_to_quota is None
+    feed(
+        history, [metrics(t, db_size=140 * MIB + (t - 15) * MIB, quota=quota) for t in (30, 45, 60)]
+    )
+    assert signals_at(history, 60).time_to_quota is not None
+
+
 def test_no_time_to_quota_when_not_growing_or_without_quota() -> None:
     history = SignalHistory(lookback=300)
     feed(history, [metrics(t, db_size=100 * MIB, quota=200 * MIB) for t in range(0, 61, 15)])

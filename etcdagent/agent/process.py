@@ -100,15 +100,16 @@ class AgentProcess:
             version=__version__,
             listen=server.url,
             clusters=list(self.loops),
-            config={n: effective_config(d.settings) for n, d in self.loops.items()},
+            config=_config_log(self.loops),
         )
         return server
 
     def _wait_for_stop(self, workers: Mapping[str, threading.Thread]) -> None:
         """Until a stop is asked for (or every loop ended); then give the running steps the
         grace period, together, no more."""
-        while any(w.is_alive() for w in workers.values()) and not self.stop.is_set():
-            next(iter(workers.values())).join(0.2)
+        while any(w.is_alive() for w in workers.values()):
+            if self.stop.wait(0.2):
+                break
         running = [n for n, w in workers.items() if w.is_alive()]
         if not running:
             return
@@ -153,6 +154,14 @@ class AgentProcess:
                 log.error("push to the Pushgateway failed", error=str(exc))
                 ok = False
         return 0 if ok and not self.stop.is_set() else 1
+
+
+def _config_log(loops: Mapping[str, Daemon]) -> dict[str, Any]:
+    """The configuration in force, for the start-up log: as it always was for one cluster, by
+    cluster name for several."""
+    if len(loops) == 1:
+        return effective_config(next(iter(loops.values())).settings)
+    return {name: effective_config(daemon.settings) for name, daemon in loops.items()}
 
 
 def build_process(

@@ -145,7 +145,7 @@ def _status_of(name: str, settings: Settings) -> tuple[dict[str, Any], str, bool
     return answer, render_table(snapshot, health, notes), health.verdict is Verdict.HEALTHY
 
 
-def check_local_member(settings: Settings) -> None:
+def check_local_member(settings: Settings, cluster: str | None = None) -> None:
     """Refuse to start (exit 2) when ``--local-member`` plainly names no member of the cluster,
     with the members that exist in the message: such a replica would never defragment anything.
 
@@ -161,12 +161,16 @@ def check_local_member(settings: Settings) -> None:
             snapshot = take_snapshot(cluster, with_metrics=False)
     except EtcdAgentError as exc:
         log.warning(
-            "--local-member not checked at start: the cluster did not answer", error=str(exc)
+            "--local-member not checked at start: the cluster did not answer",
+            error=str(exc),
+            cluster=cluster or "default",
         )
         return
     problem = local_member_unmatched(snapshot, local)
     if problem is None:
         return
+    if cluster is not None:
+        problem = f"cluster {cluster}: {problem}"
     if snapshot.local_member_unresolved is None:
         raise ConfigError(problem)
     log.error("local member names no member: this replica defragments nothing", error=problem)
@@ -306,8 +310,8 @@ def run(once: bool, **options: Any) -> None:
 
     from etcdagent.agent.process import build_process
 
-    for own in chosen.values():
-        check_local_member(own)
+    for name, own in chosen.items():
+        check_local_member(own, name if len(chosen) > 1 else None)
     process = build_process(reload, initial=settings, once=once, only=cluster)
     sys.exit(process.run_once() if once else process.run())
 

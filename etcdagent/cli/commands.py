@@ -145,7 +145,7 @@ def _status_of(name: str, settings: Settings) -> tuple[dict[str, Any], str, bool
     return answer, render_table(snapshot, health, notes), health.verdict is Verdict.HEALTHY
 
 
-def check_local_member(settings: Settings, cluster: str | None = None) -> None:
+def check_local_member(settings: Settings, cluster_name: str | None = None) -> None:
     """Refuse to start (exit 2) when ``--local-member`` plainly names no member of the cluster,
     with the members that exist in the message: such a replica would never defragment anything.
 
@@ -163,14 +163,14 @@ def check_local_member(settings: Settings, cluster: str | None = None) -> None:
         log.warning(
             "--local-member not checked at start: the cluster did not answer",
             error=str(exc),
-            cluster=cluster or "default",
+            cluster=cluster_name or "default",
         )
         return
     problem = local_member_unmatched(snapshot, local)
     if problem is None:
         return
-    if cluster is not None:
-        problem = f"cluster {cluster}: {problem}"
+    if cluster_name is not None:
+        problem = f"cluster {cluster_name}: {problem}"
     if snapshot.local_member_unresolved is None:
         raise ConfigError(problem)
     log.error("local member names no member: this replica defragments nothing", error=problem)

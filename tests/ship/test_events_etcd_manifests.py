@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,6 @@ NODE = "cp-1"
 EVENTS_CLIENT = "https://127.0.0.1:2383"
 EVENTS_METRICS = "http://127.0.0.1:2385"
 kubernetes_validate: Any = importlib.import_module("kubernetes_validate")
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ETCDAGENT_* variable of the developer's shell leaks into load_settings."""
-    for key in list(os.environ):
-        if key.startswith("ETCDAGENT_"):
-            monkeypatch.delenv(key)
-    yield
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:

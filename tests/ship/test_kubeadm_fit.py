@@ -4,9 +4,7 @@ kubelet expands them, the settings are what a control-plane node needs."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,6 @@ from etcdagent.settings import Settings, load_settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NODE = {"NODE_NAME": "cp-1", "NODE_IP": "10.0.0.5"}  # what the downward API gives a node
 FIELD_PATHS = {"NODE_NAME": "spec.nodeName", "NODE_IP": "status.hostIP"}
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith("ETCDAGENT_"):
-            monkeypatch.delenv(key)
-    yield
 
 
 def container(name: str) -> dict[str, Any]:

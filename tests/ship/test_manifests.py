@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +81,6 @@ def agent_container(name: str) -> dict[str, Any]:
 def example_config() -> str:
     text: str = load_one("configmap.yaml")["data"]["config.yaml"]
     return text
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ETCDAGENT_* variable of the developer's shell leaks into load_settings."""
-    for key in list(os.environ):
-        if key.startswith("ETCDAGENT_"):
-            monkeypatch.delenv(key)
-    yield
 
 
 def settings_without_tls(tmp_path: Path) -> Settings:

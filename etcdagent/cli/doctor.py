@@ -69,18 +69,21 @@ def doctor(output: str, lookback: float | None, cluster: str | None, **options: 
     chosen = chosen_clusters(top, cluster)
     seconds = lookback if lookback is not None else top.daemon.lookback
 
-    def waiting(wait: float) -> None:
-        if output != "json":
-            click.echo(f"first snapshot taken; the second in {format_duration(wait)}", err=True)
+    def audit(name: str, settings: Settings) -> tuple[DoctorReport, DoctorInput]:
+        def waiting(wait: float) -> None:
+            if output != "json":
+                which = f"cluster {name}: " if len(chosen) > 1 else ""
+                click.echo(
+                    f"{which}first snapshot taken; the second in {format_duration(wait)}", err=True
+                )
 
-    def audit(settings: Settings) -> tuple[DoctorReport, DoctorInput]:
         with ClusterClient(settings) as client:
             doc = gather_doctor_input(client, settings, seconds, waiting=waiting)
         return run_checks(doc), doc
 
     if len(chosen) == 1:
         name, settings = next(iter(chosen.items()))
-        report, doc = audit(settings)
+        report, doc = audit(name, settings)
         if output == "json":
             click.echo(redact(json.dumps({"cluster": name, **report_json(report, doc)}, indent=2)))
         else:
@@ -88,7 +91,7 @@ def doctor(output: str, lookback: float | None, cluster: str | None, **options: 
         sys.exit(report.exit_code)
     # Several clusters: audited side by side (the lookback is waited for once), one table each.
     with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
-        futures = {name: pool.submit(audit, settings) for name, settings in chosen.items()}
+        futures = {name: pool.submit(audit, name, s) for name, s in chosen.items()}
     answers: list[dict[str, Any]] = []
     code = 0
     for name, future in futures.items():

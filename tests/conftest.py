@@ -131,3 +131,12 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
 
     with serve_on_free_port(argv, log_path, what="the pushgateway", timeout=10) as (url, _proc):
         yield url
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No ETCDAGENT_* variable of the developer's shell leaks into load_settings."""
+    for key in list(os.environ):
+        if key.startswith("ETCDAGENT_"):
+            monkeypatch.delenv(key)
+    yield

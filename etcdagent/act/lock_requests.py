@@ -22,6 +22,7 @@ What etcd 3.4.23 and 3.5.1 answer through the gRPC-JSON gateway (measured, ident
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -104,6 +105,21 @@ class LockRequests:
         )
         result = answer.get("result") if isinstance(answer, dict) else None
         return int_field(result, "TTL"), sent
+
+    def key_on_lease(self, key: str, lease_id: int, timeout: float | None = None) -> bool:
+        """Whether ``key`` exists now under ``lease_id``, by a linearizable read (the quorum's
+        view, not one member's): a lease that expired or was revoked has taken its keys with it
+        through raft, so a key still on the lease means the lease was alive at the read."""
+        answer = self.call(
+            "lock key read",
+            "/kv/range",
+            {"key": base64.b64encode(key.encode()).decode()},
+            timeout=timeout,
+        )
+        kvs = answer.get("kvs") if isinstance(answer, dict) else None
+        if not isinstance(kvs, list) or not kvs or not isinstance(kvs[0], dict):
+            return False
+        return int_field(kvs[0], "lease") == lease_id
 
     def revoke(self, lease_id: int) -> None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pytest
@@ -31,6 +31,7 @@ class FakeEtcd:
         self.calls: list[tuple[str, str]] = []  # (member, path)
         self.apply_but_time_out_next_txn = False
         self.keepalives_time_out = False
+        self.stale_keepalives = 0  # keepalives answered "gone" by a member behind on the lease
 
     def handle(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if path == "/lease/grant":
@@ -41,7 +42,15 @@ class FakeEtcd:
             if self.keepalives_time_out:
                 raise EtcdUnreachableError("timed out", transient=True)
             lease = int(body["ID"])
+            if self.stale_keepalives:
+                self.stale_keepalives -= 1
+                return {"result": {"ID": body["ID"]}}
             return {"result": {"ID": body["ID"], **({"TTL": "15"} if lease in self.leases else {})}}
+        if path == "/kv/range":
+            if self.key is None:
+                return {"header": {}}
+            kv = {"value": base64.b64encode(self.key[0].encode()).decode()}
+            return {"header": {}, "kvs": [{**kv, "lease": str(self.key[1])}], "count": "1"}
         if path == "/kv/lease/revoke":
             lease = int(body["ID"])
             if lease not in self.leases:
@@ -220,6 +229,45 @@ def test_the_renewal_thread_gives_up_once_the_lock_is_lost() -> None:
     renewal._thread.join(timeout=5)
     assert not renewal._thread.is_alive()
     with pytest.raises(LockLostError):
+        lock.ensure_held()
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_renewal_answered_gone_while_the_key_is_still_on_the_lease_keeps_the_lock() -> None:
+    """A member behind on a just-granted lease answers its renewal with no TTL (seen on etcd
+    3.5.1 under load): the quorum's read of the lock key says otherwise, so the lock stays
+    held and the renewals go on."""
+    etcd, clock = FakeEtcd(), FakeClock()
+    lock = make_lock([FakeMember(etcd, "m1")], clock, ttl=1.5)  # a renewal every 0.5 s
+    lock.acquire(timeout=0)
+    etcd.stale_keepalives = 1
+    wait_until(lambda: ("m1", "/kv/range") in etcd.calls, "the lock key to be read")
+    renewals = [c for c in etcd.calls if c[1] == "/lease/keepalive"]
+    wait_until(
+        lambda: len([c for c in etcd.calls if c[1] == "/lease/keepalive"]) > len(renewals),
+        "the next renewal",
+    )
+    lock.ensure_held()  # not lost
+    lock.release()
+
+
+def test_a_renewal_answered_gone_with_the_key_gone_too_loses_the_lock() -> None:
+    etcd, clock = FakeEtcd(), FakeClock()
+    lock = make_lock([FakeMember(etcd, "m1")], clock, ttl=1.5)
+    lock.acquire(timeout=0)
+    etcd.leases.clear()  # expired on the leader: its keys went with it
+    etcd.key = None
+    renewal = lock._renewal
+    assert renewal is not None
+    renewal._thread.join(timeout=5)
+    assert not renewal._thread.is_alive()
+    with pytest.raises(LockLostError, match="lease is gone"):
         lock.ensure_held()
 
 

@@ -36,6 +36,7 @@ from etcdagent.errors import ConfigError
 from etcdagent.etcd.client import ClusterClient, MemberClient
 from etcdagent.observe.signals import SignalHistory
 from etcdagent.settings import Settings
+from etcdagent.settings.clusters import DEFAULT_CLUSTER
 
 log = structlog.get_logger()
 
@@ -52,7 +53,7 @@ class Daemon(CycleRunner):
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         once: bool = False,
-        name: str = "default",
+        name: str = DEFAULT_CLUSTER,
     ) -> None:
         self.name = name  # the cluster this loop maintains (``clusters:``; else default)
         self._load = load_settings  # called again on SIGHUP

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from etcdagent.settings.clusters import DEFAULT_CLUSTER
+
 # A check answers None when all is well, else why not (one line, shown to the prober).
 Check = Callable[[], str | None]
 Checks = Mapping[str, Check]
@@ -49,7 +51,7 @@ def probe(checks: Checks, cluster: str | None = None) -> ProbeAnswer:
     return ProbeAnswer(ok, "\n".join(f"{name}: {p or 'ok'}" for name, p in problems.items()))
 
 
-def as_checks(check: Check | Checks | None, name: str = "default") -> dict[str, Check]:
+def as_checks(check: Check | Checks | None, name: str = DEFAULT_CLUSTER) -> dict[str, Check]:
     """A single check (one cluster, as a test or a one-cluster caller passes it) or none."""
     if check is None:
         return {}

@@ -43,6 +43,7 @@ from etcdagent.logs import redact
 from etcdagent.observe.gather import take_snapshot
 from etcdagent.observe.health import Verdict, assess
 from etcdagent.settings import Settings
+from etcdagent.settings.clusters import DEFAULT_CLUSTER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,7 +164,7 @@ def check_local_member(settings: Settings, cluster_name: str | None = None) -> N
         log.warning(
             "--local-member not checked at start: the cluster did not answer",
             error=str(exc),
-            cluster=cluster_name or "default",
+            cluster=cluster_name or DEFAULT_CLUSTER,
         )
         return
     problem = local_member_unmatched(snapshot, local)

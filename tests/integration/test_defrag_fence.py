@@ -133,16 +133,21 @@ def run_agent(
 def test_the_status_answers_through_the_proxy_while_the_member_defragments(
     proxied: Proxied,
 ) -> None:
-    """The accident is gone: without the fence, the health gate would let a defrag start."""
+    """The accident is gone: without the fence, the health gate would let a defrag start.
+
+    Asked until the proxy had to answer from its cache: etcd raises its defrag gauge a moment
+    before the defrag takes the locks that hold the status back (and lowers it a moment after
+    releasing them), so one status asked at the edge may still be the member's own answer
+    (seen once on 3.4.23)."""
     victim = proxied.cluster.followers()[0]
     proxy = proxied.proxy_of(victim)
     before = proxy.cached_answers
     with Defrag(victim):
-        answer = requests.post(proxy.url + STATUS_PATH, json={}, timeout=5)
-        assert answer.status_code == 200
-        assert int(answer.json()["header"]["member_id"]) == victim.member_id()
+        while proxy.cached_answers == before and inflight(victim):
+            answer = requests.post(proxy.url + STATUS_PATH, json={}, timeout=5)
+            assert answer.status_code == 200
+            assert int(answer.json()["header"]["member_id"]) == victim.member_id()
         assert proxy.cached_answers > before  # the member itself did not answer in time
-        assert inflight(victim)
 
 
 def test_defrag_refuses_while_a_member_defragments_naming_it(proxied: Proxied) -> None:

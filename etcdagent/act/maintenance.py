@@ -264,7 +264,7 @@ class Maintenance:
                 return self._compact_then_defrag(report, compaction, force=force)
             return self._defrag_locked(report, first, force=force)
         finally:
-            self._lock.release()
+            self._lock.release(report)
 
     def _other_holder(self, snapshot: ClusterSnapshot) -> str | None:
         """Who holds the maintenance lock now, if anybody (asked of an answering member)."""
@@ -346,7 +346,7 @@ class Maintenance:
         try:
             return self._recover_locked(report, plan)
         finally:
-            self._lock.release()
+            self._lock.release(report)
 
     def _refresh_sizes(self, report: RunReport) -> bool:
         """Bring the in-use sizes up to date; False (with a note) when they may be stale."""

@@ -9,12 +9,16 @@ recovery goes on unlocked, after checking that nobody else is at work.
 
 from __future__ import annotations
 
+import structlog
+
 from etcdagent.act.executor import Executor
 from etcdagent.act.lock import MaintenanceLock, current_holder, default_holder
 from etcdagent.act.nospace_slots import NoSlotError, RecoveryClaim
 from etcdagent.act.run_report import RunReport
 from etcdagent.errors import EtcdNoSpaceError, LockBusyError
 from etcdagent.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 class SweepLock:
@@ -103,8 +107,24 @@ class SweepLock:
                 return f"maintenance already running by {holder}"
         return None
 
-    def release(self) -> None:
+    def release(self, report: RunReport | None = None) -> None:
+        """Let go; a lock lost during a run that otherwise went well is said in ``report``.
+
+        Its last step can outlive the lock (a leader slow to answer keep-alives lets the lease
+        expire during a long defrag): the work is done, so the run still succeeds, but the
+        operator learns that another agent may have started meanwhile (its steps held back by
+        the defrag fence) and that the lock's TTL is short for this cluster.
+        """
         if self._lock is not None:
+            lost = self._lock.lost_while_held() if report is not None else None
+            if lost is not None and report is not None and report.exit_code == 0:
+                note = (
+                    f"the maintenance lock was lost during the run ({lost}): another agent may "
+                    "have taken it meanwhile; a lock.ttl longer than the leader's slowest "
+                    "keep-alive answer keeps it"
+                )
+                report.notes.append(note)
+                log.warning("maintenance lock lost during the run", key=self._lock.key, why=lost)
             self._lock.release()
             self._lock = None
         if self._claim is not None:

@@ -21,9 +21,10 @@ import pytest
 from etcdagent_testing import EtcdCluster, EtcdRequestError
 from etcdagent_testing.etcdlog import defrag_intervals, max_concurrent_defrags, role_changes
 
-from etcdagent.act.lock import MaintenanceLock
+from etcdagent.act.lock import LOCK_KEY, MaintenanceLock
 from etcdagent.act.maintenance import Maintenance
-from etcdagent.act.run_report import Outcome
+from etcdagent.act.run_report import Outcome, PhasePlan, PlanListener
+from etcdagent.decide.plan import Step, StepKind
 from etcdagent.etcd.client import ClusterClient
 from etcdagent.settings import load_settings
 
@@ -344,6 +345,50 @@ def test_lock_held_elsewhere_refuses_with_the_holder(etcd_cluster: EtcdCluster) 
     assert code == 1
     assert report["reason"] == "maintenance already running by operator's shell on cp-1"
     assert defrag_intervals(cluster) == []
+
+
+class RevokesTheLockAtTheLastStep(PlanListener):
+    """Revokes the maintenance lock's lease as the run's last step starts, past every lock check
+    of the run: in life, a lease that expired during the last defrag (a leader slow to answer
+    keep-alives), before any renewal heard of it."""
+
+    def __init__(self, cluster: EtcdCluster) -> None:
+        self.cluster = cluster
+        self.last: Step | None = None
+        self.revoked: int | None = None
+
+    def plan(self, phase: PhasePlan) -> None:
+        if phase.plan.steps:
+            self.last = phase.plan.steps[-1]
+
+    def started(self, step: Step) -> None:
+        if step != self.last or self.revoked is not None:
+            return
+        key = base64.b64encode(LOCK_KEY.encode()).decode()
+        answer = self.cluster.request(self.cluster.members[0], "kv/range", {"key": key})
+        self.revoked = int(answer["kvs"][0]["lease"])
+        self.cluster.request(self.cluster.members[0], "kv/lease/revoke", {"ID": str(self.revoked)})
+
+
+def test_a_lock_lost_during_the_last_step_is_told_in_the_report(etcd_cluster: EtcdCluster) -> None:
+    cluster = etcd_cluster
+    fragment(cluster)
+    settings = load_settings(
+        {
+            "connection": {"endpoints": ",".join(cluster.endpoints)},
+            "defrag": {"min_db_size": "1MiB", "wait_between": "200ms", "compact_first": False},
+        }
+    )
+    listener = RevokesTheLockAtTheLastStep(cluster)
+    with ClusterClient(settings) as client:
+        report = Maintenance(client, settings, listener=listener).defrag(force=True)
+
+    assert listener.revoked is not None, report
+    assert report.outcome is Outcome.DONE, report  # the work was done: all three members
+    assert [r.step.kind for r in report.results].count(StepKind.DEFRAG) == 3
+    lost = [n for n in report.notes if n.startswith("the maintenance lock was lost during the run")]
+    assert lost and "its key is gone" in lost[0], report.notes
+    assert max_concurrent_defrags(defrag_intervals(cluster)) == 1
 
 
 def nospace(cluster: EtcdCluster, n_keys: int, rounds: int) -> None:

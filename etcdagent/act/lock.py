@@ -146,24 +146,10 @@ class MaintenanceLock:
         log.info("maintenance lock released", key=self.key, holder=self.holder)
 
     def lost_while_held(self) -> str | None:
-        """Why the lock was lost since it was taken, or None; asked just before ``release()``.
-
-        Beyond what the renewal thread knows, this reads the lock key (a linearizable read): a
-        lease that expired during a run's last step, before a renewal heard of it, shows there as
-        a key gone or on another lease. A failed read proves nothing, so it answers None.
-        """
+        """Why the lock was lost since it was taken, or None; asked just before ``release()``
+        (see ``LeaseRenewal.confirmed_lost_reason``)."""
         renewal = self._renewal
-        if renewal is None:
-            return None
-        reason = renewal.lost_reason()
-        if reason is not None:
-            return reason
-        try:
-            held = self._requests.key_on_lease(self.key, renewal.lease_id)
-        except Exception as exc:  # unknown: nothing to report
-            log.debug("maintenance lock: lock key read failed", key=self.key, error=str(exc))
-            return None
-        return None if held else "its key is gone from etcd or on another lease"
+        return renewal.confirmed_lost_reason() if renewal is not None else None
 
     def ensure_held(self) -> None:
         """Raise ``LockLostError`` unless the lock is still ours.

@@ -46,6 +46,9 @@ class LeaseRenewal:
         self._clock = clock
         self._expires_at = expires_at  # by the lock's clock: last renewal's send time + TTL
         self._lost: str | None = None  # why the lock is known to be lost
+        # Each request gets a sixth of the TTL (at least 0.5 s), so a frozen first member leaves
+        # time to reach the others before expiry.
+        self._request_timeout = max(0.5, ttl / 6)
         self._stop = threading.Event()
         self._guard = threading.Lock()  # only around access to _expires_at and _lost
         self._thread = threading.Thread(  # in the taker's context: its log fields (cluster)
@@ -78,15 +81,23 @@ class LeaseRenewal:
             )
         return None
 
+    def confirmed_lost_reason(self) -> str | None:
+        """``lost_reason()``, and when that knows of no loss, what the lock key says: a lease that
+        expired before any renewal heard of it (during a run's last step) shows as its key gone
+        or on another lease. Asked as the holder lets go; a failed read proves nothing."""
+        reason = self.lost_reason()
+        if reason is None and self._key_on_lease() is False:
+            return "its key is gone from etcd or on another lease"
+        return reason
+
     def _renew_loop(self) -> None:
         """Renew every TTL/3 until stopped, until etcd says the lease is gone, or until no
         renewal has succeeded for a whole TTL (etcd dropped it: renewing is pointless then).
 
-        After a failure the next round comes sooner. Each request gets a sixth of the TTL (at
-        least 0.5 s), so a frozen first member leaves time to reach the others before expiry.
+        After a failure the next round comes sooner.
         """
         interval = self.ttl / 3
-        timeout = max(0.5, self.ttl / 6)
+        timeout = self._request_timeout
         delay = interval
         while not self._stop.wait(delay):
             try:
@@ -110,7 +121,7 @@ class LeaseRenewal:
                 with self._guard:
                     self._expires_at = max(self._expires_at, sent + ttl)
                 continue
-            if self._still_on_lease(timeout):
+            if self._still_on_lease():
                 delay = interval / 4  # the clock bound (a whole TTL unrenewed) still holds
                 continue
             with self._guard:
@@ -118,21 +129,28 @@ class LeaseRenewal:
             log.error("maintenance lock lost", key=self.key, holder=self.holder)
             return
 
-    def _still_on_lease(self, timeout: float) -> bool:
+    def _still_on_lease(self) -> bool:
         """After a renewal answered "lease gone": whether the quorum still has the lock key on
         the lease. Seen on etcd 3.5.1 with a writer and multi-second defrags: the first renewal
         of a lease granted a moment before answered TTL 0 while the key (and so the lease) was
         there; believing it lost the lock mid-sweep for nothing. A failed read proves nothing
         either way: the renewal goes on, bounded by the TTL as always."""
-        try:
-            held = self._requests.key_on_lease(self.key, self.lease_id, timeout=timeout)
-        except Exception as exc:  # unknown: keep renewing; the TTL bound decides
-            log.warning("maintenance lock: lock key read failed", key=self.key, error=str(exc))
-            return True
+        held = self._key_on_lease()
         if held:
             log.warning(
                 "maintenance lock: a renewal answered that the lease is gone, but the lock key "
                 "is still on it; renewing again",
                 key=self.key,
             )
-        return held
+        return held is not False
+
+    def _key_on_lease(self) -> bool | None:
+        """Whether the lock key is on this lease now (a linearizable read), None when the read
+        failed."""
+        try:
+            return self._requests.key_on_lease(
+                self.key, self.lease_id, timeout=self._request_timeout
+            )
+        except Exception as exc:  # unknown: the callers decide what that means
+            log.warning("maintenance lock: lock key read failed", key=self.key, error=str(exc))
+            return None

@@ -107,6 +107,18 @@ class SweepLock:
                 return f"maintenance already running by {holder}"
         return None
 
+    @staticmethod
+    def _note_lost(lock: MaintenanceLock, report: RunReport) -> None:
+        lost = lock.lost_while_held()
+        if lost is None:
+            return
+        report.notes.append(
+            f"the maintenance lock was lost during the run ({lost}): another agent may have "
+            "taken it meanwhile; a lock.ttl longer than the leader's slowest keep-alive answer "
+            "keeps it"
+        )
+        log.warning("maintenance lock lost during the run", key=lock.key, why=lost)
+
     def release(self, report: RunReport | None = None) -> None:
         """Let go; a lock lost during a run that otherwise went well is said in ``report``.
 
@@ -116,15 +128,8 @@ class SweepLock:
         the defrag fence) and that the lock's TTL is short for this cluster.
         """
         if self._lock is not None:
-            lost = self._lock.lost_while_held() if report is not None else None
-            if lost is not None and report is not None and report.exit_code == 0:
-                note = (
-                    f"the maintenance lock was lost during the run ({lost}): another agent may "
-                    "have taken it meanwhile; a lock.ttl longer than the leader's slowest "
-                    "keep-alive answer keeps it"
-                )
-                report.notes.append(note)
-                log.warning("maintenance lock lost during the run", key=self._lock.key, why=lost)
+            if report is not None and report.exit_code == 0:
+                self._note_lost(self._lock, report)
             self._lock.release()
             self._lock = None
         if self._claim is not None:
